@@ -1,0 +1,52 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv if needed, installs, builds the demo model + index, runs the demo
+#   make test   creates/updates .venv, runs lint (ruff, mypy) and the test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# llama-cpp-python compiles from source (about 16 minutes on 2 cores, cached by pip after).
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= .demo
+
+.PHONY: venv install demo lint test test-fast bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+
+# Re-install when the project metadata changes. torch==2.13.0 is installed first, alone,
+# so that nothing later resolves a CUDA build of torch.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]' torch==2.13.0
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install everything (edge, kb, train, dev)
+
+demo: $(STAMP)  ## build the demo model and describe a sample photo with it
+	mkdir -p $(DEMO_DIR)
+	$(BIN)/skinspector dev sample-photo --out $(DEMO_DIR)/sample-lesion.jpg
+	$(BIN)/skinspector describe $(DEMO_DIR)/sample-lesion.jpg --stream
+
+lint: $(STAMP)  ## ruff + mypy
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: lint  ## lint, then the whole test suite (tiny models are built once and cached)
+	$(BIN)/pytest
+
+test-fast: $(STAMP)  ## tests that need no model build
+	$(BIN)/pytest -m "not slow"
+
+bench: $(STAMP)  ## run the benchmark scripts
+	$(BIN)/python bench/bench_engine.py
+
+clean:  ## remove the venv and build outputs (not the model cache)
+	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info src/*.egg-info

@@ -1,0 +1,57 @@
+"""Shared CLI plumbing: settings loaded once, error translation, shared options."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from skinspector.core.errors import InputError, SkinspectorError
+from skinspector.core.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """A failure reported as one clear line, no traceback."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def translate_errors(func: F) -> F:
+    """Turn project errors into CLI messages: input errors exit 2, the rest exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            raise CliError(f"bad input: {exc}", exit_code=2) from exc
+        except SkinspectorError as exc:
+            raise CliError(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def get_settings(ctx: click.Context) -> Settings:
+    """The process's settings, loaded once by the root command."""
+    settings = ctx.find_root().obj
+    if not isinstance(settings, Settings):
+        settings = Settings()
+        ctx.find_root().obj = settings
+    return settings
+
+
+def configure_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+PathArg = click.Path(path_type=Path)
+ExistingFile = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)

@@ -1,0 +1,34 @@
+"""Root command group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from skinspector import __version__
+from skinspector.cli._common import configure_logging
+from skinspector.cli.describe import describe
+from skinspector.cli.dev import dev
+from skinspector.core.settings import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="skinspector")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """SKINspectoR edge: offline dermatology decision support for remote clinics.
+
+    Settings come from SKINSPECTOR_* environment variables (nested with '__'), then flags.
+    """
+    configure_logging(verbose)
+    ctx.obj = Settings()
+
+
+cli.add_command(describe)
+cli.add_command(dev)
+
+
+def main() -> None:
+    cli(prog_name="skinspector", args=sys.argv[1:])

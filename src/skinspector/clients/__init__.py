@@ -1,0 +1,1 @@
+"""Clients: the phone web app, the dermatologist review UI and a small Python client."""

@@ -1,0 +1,237 @@
+"""The one prompt of the project: inference, training and evaluation all import it.
+
+The seed project's prompts drifted apart between training, evaluation and inference; here
+they cannot: ``SYSTEM_PROMPT`` and ``render_user_text`` are the only source of both turns,
+and ``parse_assessment`` reads back the output structure the system prompt asks for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from skinspector.core.case_schema import (
+    Action,
+    Assessment,
+    ClinicalContext,
+    Language,
+    LikelyCondition,
+)
+
+__all__ = [
+    "DISCLAIMERS",
+    "PROMPT_VERSION",
+    "SECTION_HEADINGS",
+    "SYSTEM_PROMPT",
+    "Reference",
+    "build_messages",
+    "parse_assessment",
+    "render_user_text",
+]
+
+#: Bump when any text below changes: training records it, evaluation checks it.
+PROMPT_VERSION = "2026-11-28.1"
+
+SECTION_HEADINGS: tuple[str, ...] = (
+    "Visible findings",
+    "Most likely conditions",
+    "Red flags",
+    "Recommended action",
+    "Disclaimer",
+)
+
+DISCLAIMERS: dict[Language, str] = {
+    Language.EN: (
+        "This is decision support, not a diagnosis. A qualified clinician must examine the "
+        "patient; when in doubt, refer."
+    ),
+    Language.ID: (
+        "Ini adalah alat bantu keputusan, bukan diagnosis. Pasien harus diperiksa oleh tenaga "
+        "kesehatan yang berwenang; jika ragu, rujuk."
+    ),
+}
+
+SYSTEM_PROMPT = """\
+You are SKINspectoR, a cautious dermatology assistant supporting health workers in remote \
+primary-care clinics. You look at one photo of a skin problem, with any clinical context \
+given, and describe what you see before you suggest what it might be.
+
+Rules:
+- Describe only what is visible: lesion type, colour, shape, border, surface, size if \
+judgeable, distribution and body site.
+- Give at most three likely conditions, each with your uncertainty (low, moderate or high \
+likelihood). Never state a diagnosis as certain.
+- Name any red flags (for example: rapid change, bleeding or ulceration, irregular \
+pigmentation, blistering with mucosal involvement, fever or a very unwell patient, spreading \
+redness, a lesion on the face of an infant). Write "None seen" if there are none.
+- Choose exactly one recommended action: self-care, routine referral, or urgent referral. \
+When unsure, or when the photo is unclear, choose the safer, more urgent action.
+- Use reference notes only when they fit what you see; they may be incomplete.
+- If the photo does not show skin or is too blurred or dark to judge, say so in the \
+findings and recommend routine referral.
+
+Answer with exactly these five sections, headings in English as written, content in the \
+language asked for:
+## Visible findings
+## Most likely conditions
+## Red flags
+## Recommended action
+## Disclaimer"""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """One retrieved knowledge-base passage offered to the model."""
+
+    title: str
+    text: str
+    source: str | None = None
+
+
+_LANGUAGE_NAMES = {Language.EN: "English", Language.ID: "Bahasa Indonesia"}
+
+
+def _context_lines(context: ClinicalContext) -> list[str]:
+    lines = []
+    if context.age_years is not None:
+        lines.append(f"- Age: {context.age_years} years")
+    if context.sex is not None:
+        lines.append(f"- Sex: {context.sex.value}")
+    if context.body_site:
+        lines.append(f"- Body site: {context.body_site}")
+    if context.duration:
+        lines.append(f"- Duration: {context.duration}")
+    if context.symptoms:
+        lines.append(f"- Symptoms: {', '.join(context.symptoms)}")
+    if context.notes:
+        lines.append(f"- Notes from the health worker: {context.notes}")
+    return lines
+
+
+def render_user_text(
+    context: ClinicalContext | None = None, references: Sequence[Reference] = ()
+) -> str:
+    """The text of the user turn that follows the image."""
+    context = context or ClinicalContext()
+    parts = ["Assess the skin problem in this photo."]
+    lines = _context_lines(context)
+    if lines:
+        parts.append("Clinical context:\n" + "\n".join(lines))
+    if references:
+        notes = []
+        for number, ref in enumerate(references, start=1):
+            notes.append(f"[{number}] {ref.title}\n{ref.text.strip()}")
+        parts.append("Reference notes (from the clinic knowledge base):\n" + "\n\n".join(notes))
+    parts.append(f"Answer in {_LANGUAGE_NAMES[context.language]}.")
+    return "\n\n".join(parts)
+
+
+def build_messages(
+    image_url: str,
+    context: ClinicalContext | None = None,
+    references: Sequence[Reference] = (),
+) -> list[dict[str, Any]]:
+    """OpenAI-style chat messages: system turn, then the image followed by the user text."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": image_url}},
+                {"type": "text", "text": render_user_text(context, references)},
+            ],
+        },
+    ]
+
+
+# ---------------------------------------------------------------- parsing the answer
+
+_HEADING_ALIASES: dict[str, str] = {
+    "visible findings": "findings",
+    "findings": "findings",
+    "temuan": "findings",
+    "temuan yang terlihat": "findings",
+    "most likely conditions": "conditions",
+    "likely conditions": "conditions",
+    "kemungkinan diagnosis": "conditions",
+    "kemungkinan kondisi": "conditions",
+    "red flags": "red_flags",
+    "tanda bahaya": "red_flags",
+    "recommended action": "action",
+    "tindakan yang disarankan": "action",
+    "disclaimer": "disclaimer",
+    "penafian": "disclaimer",
+}
+_HEADING_RE = re.compile(r"^\s*#{1,6}\s*(?P<title>[^\n#]+?)\s*:?\s*$", re.MULTILINE)
+_BULLET_RE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
+_LIKELIHOOD_RE = re.compile(
+    r"\(?\b(?P<level>low|moderate|medium|high|rendah|sedang|tinggi)\b(?:\s+likelihood)?\)?",
+    re.IGNORECASE,
+)
+_NONE_RE = re.compile(r"^(none( seen)?|no red flags?|tidak ada\w*)\.?$", re.IGNORECASE)
+
+_ACTION_PATTERNS: tuple[tuple[Action, re.Pattern[str]], ...] = (
+    (Action.URGENT_REFERRAL, re.compile(r"\burgent\b|\bsegera\b|\bdarurat\b", re.IGNORECASE)),
+    (Action.ROUTINE_REFERRAL, re.compile(r"\brefer|\brujuk", re.IGNORECASE)),
+    (Action.SELF_CARE, re.compile(r"\bself[- ]care\b|\bperawatan mandiri\b", re.IGNORECASE)),
+)
+
+
+def _split_sections(text: str) -> dict[str, str]:
+    sections: dict[str, str] = {}
+    matches = list(_HEADING_RE.finditer(text))
+    for index, match in enumerate(matches):
+        key = _HEADING_ALIASES.get(match.group("title").strip().lower())
+        if key is None or key in sections:
+            continue
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        sections[key] = text[match.end() : end].strip()
+    return sections
+
+
+def _items(body: str) -> list[str]:
+    items = []
+    for line in body.splitlines():
+        cleaned = _BULLET_RE.sub("", line).strip()
+        if cleaned:
+            items.append(cleaned)
+    return items
+
+
+def _condition(item: str) -> LikelyCondition:
+    match = _LIKELIHOOD_RE.search(item)
+    if match is None:
+        return LikelyCondition(name=item)
+    name = (item[: match.start()] + item[match.end() :]).strip(" -:,;()")
+    return LikelyCondition(name=name or item, likelihood=match.group("level").lower())
+
+
+def _action(body: str) -> Action | None:
+    """The most urgent action the section names (a cautious reading of mixed answers)."""
+    for action, pattern in _ACTION_PATTERNS:
+        if pattern.search(body):
+            return action
+    return None
+
+
+def parse_assessment(text: str, language: Language = Language.EN) -> Assessment:
+    """Read the model's answer into an ``Assessment``.
+
+    Missing sections give empty lists; a missing or unreadable action falls back to routine
+    referral (``action_from_model=False``). The disclaimer is always ours, never the model's.
+    """
+    sections = _split_sections(text)
+    action = _action(sections.get("action", ""))
+    red_flags = [f for f in _items(sections.get("red_flags", "")) if not _NONE_RE.match(f)]
+    return Assessment(
+        findings=_items(sections.get("findings", "")),
+        likely_conditions=[_condition(i) for i in _items(sections.get("conditions", ""))],
+        red_flags=red_flags,
+        action=action or Action.ROUTINE_REFERRAL,
+        action_from_model=action is not None,
+        disclaimer=DISCLAIMERS[language],
+        raw_text=text,
+        complete=all(key in sections for key in ("findings", "conditions", "red_flags", "action")),
+    )

@@ -1,0 +1,1 @@
+"""The clinic box: aiohttp app, case store, two-pass pipeline, mDNS, bundle activation."""

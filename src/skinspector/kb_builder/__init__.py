@@ -1,0 +1,1 @@
+"""Knowledge base: document ingestion, chunking, embedding, index build and the retriever."""

@@ -1,0 +1,1 @@
+"""Encrypted store-and-forward sync between the clinic box and the review hub."""

@@ -1,0 +1,1 @@
+"""Maintainer side: tiny-model fixtures, fine-tuning, evaluation and GGUF export."""

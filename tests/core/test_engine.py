@@ -1,0 +1,154 @@
+"""The real tiny Q4_K_M GGUF + F16 mmproj, run by llama.cpp through the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from skinspector.core.engine import VisionLanguageModel
+from skinspector.core.errors import ModelError, ModelFileError, ModelMismatchError
+from skinspector.core.imaging import prepare_image
+from skinspector.core.samples import lesion_photo
+from skinspector.core.settings import EngineSettings, SamplingSettings
+
+pytestmark = pytest.mark.slow
+
+SEEDED = SamplingSettings(seed=1234, max_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def vlm(tiny_model):  # type: ignore[no-untyped-def]
+    engine = VisionLanguageModel(
+        tiny_model.model, tiny_model.mmproj, EngineSettings(n_ctx=2048, n_threads=2)
+    )
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def photo_a():  # type: ignore[no-untyped-def]
+    return prepare_image(lesion_photo(1024, 768, seed=1))
+
+
+@pytest.fixture(scope="module")
+def photo_b():  # type: ignore[no-untyped-def]
+    return prepare_image(lesion_photo(1024, 768, seed=2))
+
+
+def test_image_tokens_reach_the_model(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    """The evaluated prompt grows with the image size the pixel budget implies."""
+    small = prepare_image(lesion_photo(448, 448, seed=1))  # -> 448x448 = 16x16 patches
+    large = photo_a  # -> larger grid
+    gen_small = vlm.generate(small, sampling=SEEDED)
+    gen_large = vlm.generate(large, sampling=SEEDED)
+    # Same text prompt: the text token count llama-cpp-python reports is identical ...
+    assert gen_small.prompt_tokens == gen_large.prompt_tokens
+    # ... but the KV positions differ, because the image chunks differ in size.
+    assert gen_large.evaluated_positions > gen_small.evaluated_positions
+    assert small.merged_patches == 16 * 16
+    assert large.merged_patches > small.merged_patches
+
+
+def test_image_token_count_matches_the_pixel_budget(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    """llama.cpp's own tokenizer gives the image chunk (W/28)*(H/28) tokens."""
+    assert vlm.count_image_tokens(photo_a) == photo_a.merged_patches
+
+
+def test_fixed_seed_is_reproducible(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    first = vlm.generate(photo_a, sampling=SEEDED)
+    second = vlm.generate(photo_a, sampling=SEEDED)
+    assert first.text == second.text
+    assert first.completion_tokens > 0
+
+
+def test_different_images_give_different_outputs(vlm, photo_a, photo_b) -> None:  # type: ignore[no-untyped-def]
+    greedy = SamplingSettings(temperature=0.0, max_tokens=24, seed=1)
+    assert vlm.generate(photo_a, sampling=greedy).text != vlm.generate(photo_b, sampling=greedy).text
+
+
+def test_sampling_parameters_reach_llama_cpp(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    # max_tokens is honoured exactly by a random model (it never emits EOS this early).
+    short = vlm.generate(photo_a, sampling=SamplingSettings(seed=5, max_tokens=5))
+    assert short.completion_tokens == 5
+    assert short.finish_reason == "length"
+    # Seeds matter at temperature 0.7 with top_k 25 ...
+    texts = {
+        vlm.generate(photo_a, sampling=SamplingSettings(seed=s, max_tokens=16)).text
+        for s in (1, 2, 3)
+    }
+    assert len(texts) > 1
+    # ... and stop mattering when top_k=1 makes sampling greedy.
+    greedy = {
+        vlm.generate(photo_a, sampling=SamplingSettings(seed=s, top_k=1, max_tokens=16)).text
+        for s in (1, 2, 3)
+    }
+    assert len(greedy) == 1
+
+
+def test_streaming_equals_blocking(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    stream = vlm.stream(photo_a, sampling=SEEDED)
+    pieces = list(stream)
+    assert stream.result is not None
+    assert "".join(pieces) == stream.result.text == vlm.generate(photo_a, sampling=SEEDED).text
+
+
+def test_async_stream_cancel_then_reuse(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    messages = vlm.messages(photo_a)
+
+    async def scenario() -> tuple[list[str], str]:
+        pieces: list[str] = []
+        stream = vlm.astream(messages, SamplingSettings(seed=9, max_tokens=200))
+        async for piece in stream:
+            pieces.append(piece)
+            if len(pieces) == 3:
+                break
+        await stream.aclose()
+        after = await vlm.agenerate(messages, SamplingSettings(seed=9, max_tokens=8))
+        return pieces, after.text
+
+    pieces, after = asyncio.run(scenario())
+    assert len(pieces) == 3
+    assert after  # the worker is free again after a cancelled stream
+
+
+def test_missing_gguf(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelFileError, match="not found"):
+        VisionLanguageModel(tmp_path / "nope.gguf", tiny_model.mmproj)
+
+
+def test_not_a_gguf(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"PK\x03\x04 definitely a zip file")
+    with pytest.raises(ModelFileError, match="not a GGUF"):
+        VisionLanguageModel(bogus, tiny_model.mmproj)
+
+
+def test_corrupt_gguf(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    corrupt = tmp_path / "model.gguf"
+    data = tiny_model.model.read_bytes()
+    corrupt.write_bytes(data[: len(data) // 3])  # valid header, truncated tensor data
+    with pytest.raises(ModelFileError):
+        VisionLanguageModel(corrupt, tiny_model.mmproj)
+
+
+def test_mmproj_passed_as_model(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelError):
+        VisionLanguageModel(tiny_model.mmproj, tiny_model.mmproj)
+
+
+def test_mismatched_mmproj(tiny_model, wide_tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """A projector whose output width differs from the model's embedding width."""
+    with pytest.raises(ModelMismatchError, match="does not fit"):
+        VisionLanguageModel(tiny_model.model, wide_tiny_model.mmproj)
+
+
+def test_closed_model_refuses_work(tiny_model, photo_a, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model = tmp_path / "m.gguf"
+    shutil.copyfile(tiny_model.model, model)
+    engine = VisionLanguageModel(model, tiny_model.mmproj, EngineSettings(n_ctx=1024))
+    engine.close()
+    with pytest.raises(ModelError, match="closed"):
+        engine.generate(photo_a)

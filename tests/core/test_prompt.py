@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import pytest
+
+from skinspector.core.case_schema import Action, ClinicalContext, Language, Sex
+from skinspector.core.prompt import (
+    DISCLAIMERS,
+    SECTION_HEADINGS,
+    SYSTEM_PROMPT,
+    Reference,
+    build_messages,
+    parse_assessment,
+    render_user_text,
+)
+
+WELL_FORMED = """\
+## Visible findings
+- A 1 cm brown macule with irregular border
+- Two colours, no scale
+
+## Most likely conditions
+1. Melanocytic nevus (moderate likelihood)
+2. Melanoma (low likelihood)
+
+## Red flags
+- Irregular pigmentation
+
+## Recommended action
+Routine referral for dermoscopy.
+
+## Disclaimer
+Not a diagnosis.
+"""
+
+
+def test_system_prompt_names_every_section() -> None:
+    for heading in SECTION_HEADINGS:
+        assert f"## {heading}" in SYSTEM_PROMPT
+
+
+def test_user_text_carries_context_and_references() -> None:
+    context = ClinicalContext(
+        age_years=54, sex=Sex.FEMALE, body_site="left forearm", duration="3 months",
+        symptoms=["itch", " bleeding "], notes="grew recently", language=Language.ID,
+    )
+    text = render_user_text(context, [Reference(title="Melanoma", text="ABCDE rule ...")])
+    assert "Age: 54 years" in text
+    assert "Sex: female" in text
+    assert "left forearm" in text
+    assert "itch, bleeding" in text
+    assert "[1] Melanoma\nABCDE rule" in text
+    assert text.endswith("Answer in Bahasa Indonesia.")
+
+
+def test_user_text_without_context_is_minimal() -> None:
+    text = render_user_text()
+    assert "Clinical context" not in text
+    assert "Reference notes" not in text
+    assert text.endswith("Answer in English.")
+
+
+def test_messages_put_image_before_text() -> None:
+    messages = build_messages("data:image/jpeg;base64,AAAA")
+    assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    parts = messages[1]["content"]
+    assert parts[0]["type"] == "image_url"
+    assert parts[0]["image_url"]["url"].startswith("data:image/jpeg")
+    assert parts[1]["type"] == "text"
+
+
+def test_parse_well_formed() -> None:
+    result = parse_assessment(WELL_FORMED)
+    assert result.complete
+    assert result.findings[0].startswith("A 1 cm brown macule")
+    assert [c.name for c in result.likely_conditions] == ["Melanocytic nevus", "Melanoma"]
+    assert [c.likelihood for c in result.likely_conditions] == ["moderate", "low"]
+    assert result.red_flags == ["Irregular pigmentation"]
+    assert result.action is Action.ROUTINE_REFERRAL
+    assert result.action_from_model
+    assert result.disclaimer == DISCLAIMERS[Language.EN]  # ours, never the model's
+    assert result.raw_text == WELL_FORMED
+
+
+def test_parse_random_text_falls_back_to_safe_default() -> None:
+    result = parse_assessment("qz blorp ## ## 12 \u4e2d\u6587 ...")
+    assert not result.complete
+    assert result.action is Action.ROUTINE_REFERRAL
+    assert not result.action_from_model
+    assert result.findings == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("Self-care and review in 2 weeks.", Action.SELF_CARE),
+        ("Urgent referral today.", Action.URGENT_REFERRAL),
+        ("Self-care, but refer urgently if it spreads.", Action.URGENT_REFERRAL),
+        ("Rujuk segera ke rumah sakit.", Action.URGENT_REFERRAL),
+        ("Rujuk rutin ke dokter kulit.", Action.ROUTINE_REFERRAL),
+    ],
+)
+def test_action_takes_most_urgent_mention(body: str, expected: Action) -> None:
+    assert parse_assessment(f"## Recommended action\n{body}\n").action is expected
+
+
+def test_indonesian_headings_and_none_seen() -> None:
+    text = (
+        "## Temuan\n- Bercak putih bersisik\n## Kemungkinan diagnosis\n- Panu (tinggi)\n"
+        "## Tanda bahaya\nTidak ada\n## Tindakan yang disarankan\nPerawatan mandiri\n"
+    )
+    result = parse_assessment(text, Language.ID)
+    assert result.complete
+    assert result.red_flags == []
+    assert result.likely_conditions[0].name == "Panu"
+    assert result.likely_conditions[0].likelihood == "tinggi"
+    assert result.action is Action.SELF_CARE
+    assert result.disclaimer == DISCLAIMERS[Language.ID]
+
+
+def test_context_validation_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="age_years"):
+        ClinicalContext(age_years=300)
+    with pytest.raises(ValueError, match="extra"):
+        ClinicalContext.model_validate({"name": "Budi"})  # no identifying fields accepted
+    with pytest.raises(ValueError, match="symptom"):
+        ClinicalContext(symptoms=["x" * 500])
