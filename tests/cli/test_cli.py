@@ -46,7 +46,15 @@ def test_describe_rejects_non_image(tmp_path: Path, tiny_model) -> None:  # type
     bogus = tmp_path / "note.jpg"
     bogus.write_text("not an image at all")
     result = CliRunner().invoke(
-        cli, ["describe", str(bogus), "--model", str(tiny_model.model), "--mmproj", str(tiny_model.mmproj)]
+        cli,
+        [
+            "describe",
+            str(bogus),
+            "--model",
+            str(tiny_model.model),
+            "--mmproj",
+            str(tiny_model.mmproj),
+        ],
     )
     assert result.exit_code == 2
     assert "bad input" in result.output
@@ -78,9 +86,23 @@ def test_describe_json_with_tiny_model(tmp_path: Path, tiny_model) -> None:  # t
     photo = tmp_path / "p.jpg"
     photo.write_bytes(lesion_photo(1600, 1200, seed=4))
     args = [
-        "describe", str(photo), "--model", str(tiny_model.model), "--mmproj",
-        str(tiny_model.mmproj), "--json", "--seed", "7", "--max-tokens", "16",
-        "--language", "id", "--age", "40", "--symptom", "gatal",
+        "describe",
+        str(photo),
+        "--model",
+        str(tiny_model.model),
+        "--mmproj",
+        str(tiny_model.mmproj),
+        "--json",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "16",
+        "--language",
+        "id",
+        "--age",
+        "40",
+        "--symptom",
+        "gatal",
     ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output

@@ -22,8 +22,16 @@ def _decode(jpeg: bytes) -> Image.Image:
 
 @pytest.mark.parametrize(
     ("width", "height"),
-    [(4000, 3000), (3000, 4000), (640, 480), (100, 100), (28, 28), (5000, 400), (448, 448), (
-        1234, 567)],
+    [
+        (4000, 3000),
+        (3000, 4000),
+        (640, 480),
+        (100, 100),
+        (28, 28),
+        (5000, 400),
+        (448, 448),
+        (1234, 567),
+    ],
 )
 def test_pixel_budget_respected(width: int, height: int) -> None:
     w, h = fit_to_pixel_budget(width, height, BUDGET.min_pixels, BUDGET.max_pixels)
@@ -55,7 +63,9 @@ def test_source_has_gps_that_is_stripped() -> None:
     assert not _decode(prepared.jpeg).getexif().get_ifd(0x8825)
 
 
-@pytest.mark.parametrize(("orientation", "corner"), [(1, (0, 0)), (3, (1, 1)), (6, (1, 0)), (8, (0, 1))])
+@pytest.mark.parametrize(
+    ("orientation", "corner"), [(1, (0, 0)), (3, (1, 1)), (6, (1, 0)), (8, (0, 1))]
+)
 def test_exif_orientation_applied(orientation: int, corner: tuple[int, int]) -> None:
     """The red marker drawn top-left must end up where the EXIF rotation puts it."""
     prepared = prepare_image(lesion_photo(1200, 800, seed=3, orientation=orientation))
@@ -91,7 +101,7 @@ def test_zero_bytes() -> None:
 
 def test_truncated_jpeg() -> None:
     data = lesion_photo(800, 600)
-    with pytest.raises(ImageDecodeError, match="truncated|corrupt"):
+    with pytest.raises(ImageDecodeError, match=r"truncated|corrupt"):
         prepare_image(data[: len(data) // 2])
 
 
@@ -107,14 +117,19 @@ def _png_bomb(width: int, height: int) -> bytes:
     import struct
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
         )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     row = b"\x00" + b"\x00" * width
     body = zlib.compress(row * 16, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_rejected_before_decoding() -> None:

@@ -40,8 +40,13 @@ def test_system_prompt_names_every_section() -> None:
 
 def test_user_text_carries_context_and_references() -> None:
     context = ClinicalContext(
-        age_years=54, sex=Sex.FEMALE, body_site="left forearm", duration="3 months",
-        symptoms=["itch", " bleeding "], notes="grew recently", language=Language.ID,
+        age_years=54,
+        sex=Sex.FEMALE,
+        body_site="left forearm",
+        duration="3 months",
+        symptoms=["itch", " bleeding "],
+        notes="grew recently",
+        language=Language.ID,
     )
     text = render_user_text(context, [Reference(title="Melanoma", text="ABCDE rule ...")])
     assert "Age: 54 years" in text

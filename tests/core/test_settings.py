@@ -10,7 +10,10 @@ from skinspector.core.settings import Settings
 def test_defaults_are_the_reports() -> None:
     sampling = Settings().engine.sampling
     assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.repeat_penalty) == (
-        0.7, 0.95, 25, 1.0,
+        0.7,
+        0.95,
+        25,
+        1.0,
     )
     assert Settings().engine.n_ctx == 8192
     assert Settings().image.min_pixels == 256 * 28 * 28

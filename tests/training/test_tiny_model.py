@@ -38,7 +38,9 @@ def test_language_model_is_q4_k_m_without_fallback(tiny_model) -> None:  # type:
 
 def test_mmproj_is_f16(tiny_model) -> None:  # type: ignore[no-untyped-def]
     types = _tensor_types(tiny_model.mmproj)
-    matrices = [kind for name, kind in types.items() if name.endswith(".weight") and "norm" not in name]
+    matrices = [
+        kind for name, kind in types.items() if name.endswith(".weight") and "norm" not in name
+    ]
     assert matrices
     assert set(matrices) <= {"F16", "F32"}
     assert "F16" in matrices

@@ -19,9 +19,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 class CliError(click.ClickException):
     """A failure reported as one clear line, no traceback."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 1
+
+
+class CliInputError(CliError):
+    """The user's input was unusable (exit status 2, like a usage error)."""
+
+    exit_code = 2
 
 
 def translate_errors(func: F) -> F:
@@ -32,7 +36,7 @@ def translate_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except InputError as exc:
-            raise CliError(f"bad input: {exc}", exit_code=2) from exc
+            raise CliInputError(f"bad input: {exc}") from exc
         except SkinspectorError as exc:
             raise CliError(str(exc)) from exc
 

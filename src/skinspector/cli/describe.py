@@ -63,8 +63,13 @@ def render(assessment: Assessment) -> str:
 @click.option("--mmproj", type=ExistingFile, default=None, help="Vision-projector GGUF.")
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the assessment as JSON.")
-@click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
-              show_default=True, help="Answer language.")
+@click.option(
+    "--language",
+    type=click.Choice([lang.value for lang in Language]),
+    default="en",
+    show_default=True,
+    help="Answer language.",
+)
 @click.option("--age", type=click.IntRange(0, 120), default=None, help="Age in years.")
 @click.option("--sex", type=click.Choice([s.value for s in Sex]), default=None)
 @click.option("--body-site", default=None, help="e.g. 'left forearm'.")
@@ -103,15 +108,24 @@ def describe(
     settings = get_settings(ctx)
     try:
         context = ClinicalContext(
-            age_years=age, sex=Sex(sex) if sex else None, body_site=body_site,
-            duration=duration, symptoms=list(symptoms), notes=notes, language=Language(language),
+            age_years=age,
+            sex=Sex(sex) if sex else None,
+            body_site=body_site,
+            duration=duration,
+            symptoms=list(symptoms),
+            notes=notes,
+            language=Language(language),
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     sampling = settings.engine.sampling.model_copy(
         update={
             key: value
-            for key, value in {"seed": seed, "temperature": temperature, "max_tokens": max_tokens}.items()
+            for key, value in {
+                "seed": seed,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+            }.items()
             if value is not None
         }
     )

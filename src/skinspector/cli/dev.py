@@ -18,8 +18,13 @@ def dev() -> None:
 
 
 @dev.command("tiny-model")
-@click.option("--out", "out_dir", type=PathArg, default=None,
-              help="Copy the built model here (default: only the cache).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=PathArg,
+    default=None,
+    help="Copy the built model here (default: only the cache).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Weight init seed.")
 @click.pass_context
 @translate_errors
@@ -54,5 +59,3 @@ def sample_photo(out_file: Path, seed: int, width: int, height: int) -> None:
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_bytes(lesion_photo(width, height, seed=seed))
     click.echo(str(out_file))
-
-

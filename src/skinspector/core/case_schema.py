@@ -86,7 +86,8 @@ class Assessment(BaseModel):
     red_flags: list[str] = Field(default_factory=list)
     action: Action = Action.ROUTINE_REFERRAL
     action_from_model: bool = Field(
-        False, description="False when the model stated no usable action and the safe default "
+        False,
+        description="False when the model stated no usable action and the safe default "
         "(routine referral) was applied.",
     )
     disclaimer: str

@@ -49,9 +49,10 @@ class Generation:
 
     text: str
     finish_reason: str | None
-    prompt_tokens: int  # as llama-cpp-python reports it: text tokens only
+    #: Prompt positions as llama-cpp-python reports them: text tokens plus, per image, the
+    #: M-RoPE positions it spans (max(grid_w, grid_h)), not its (grid_w * grid_h) embeddings.
+    prompt_tokens: int
     completion_tokens: int
-    evaluated_positions: int  # KV positions after the prompt: text tokens + image positions
     seconds: float
 
     def assessment(self, language: Language = Language.EN) -> Assessment:
@@ -178,7 +179,6 @@ class VisionLanguageModel:
                 completion_tokens = int(response["usage"]["completion_tokens"])
                 prompt_tokens = int(response["usage"]["prompt_tokens"])
             else:
-                prompt_tokens = 0
                 for chunk in self._llm.create_chat_completion(stream=True, **request):
                     choice = chunk["choices"][0]
                     piece = choice["delta"].get("content")
@@ -190,15 +190,15 @@ class VisionLanguageModel:
                     if cancel is not None and cancel.is_set():
                         finish_reason = "cancelled"
                         break
+                # Streaming responses carry no usage block; the KV state holds the count.
+                prompt_tokens = int(self._llm.n_tokens) - completion_tokens + 1
         except ValueError as exc:  # prompt over n_ctx, image the projector cannot take
             raise ModelError(f"llama.cpp could not run this request: {exc}") from exc
-        positions = int(self._llm.n_tokens) - (completion_tokens if on_piece is None else 0)
         return Generation(
             text="".join(text),
             finish_reason=finish_reason,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            evaluated_positions=positions,
             seconds=time.perf_counter() - started,
         )
 

@@ -88,8 +88,7 @@ def _open(data: bytes, settings: ImageSettings) -> Image.Image:
     width, height = image.size
     if width * height > settings.max_input_pixels:
         raise ImageTooLargeError(
-            f"the image is {width}x{height} pixels; the limit is "
-            f"{settings.max_input_pixels} pixels"
+            f"the image is {width}x{height} pixels; the limit is {settings.max_input_pixels} pixels"
         )
     if max(width, height) / max(1, min(width, height)) > settings.max_aspect_ratio:
         raise UnsupportedImageError(

