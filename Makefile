@@ -29,10 +29,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)  ## create .venv and install everything (edge, kb, train, dev)
 
-demo: $(STAMP)  ## build the demo model and describe a sample photo with it
+demo: $(STAMP)  ## build the demo model + index, query the index, describe a sample photo
 	mkdir -p $(DEMO_DIR)
+	$(BIN)/skinspector kb build --starter --out $(DEMO_DIR)/index --overwrite
+	$(BIN)/skinspector kb query $(DEMO_DIR)/index "itchy rash between the fingers, worse at night" -k 3
 	$(BIN)/skinspector dev sample-photo --out $(DEMO_DIR)/sample-lesion.jpg
-	$(BIN)/skinspector describe $(DEMO_DIR)/sample-lesion.jpg --stream
+	$(BIN)/skinspector describe $(DEMO_DIR)/sample-lesion.jpg --stream --max-tokens 96
 
 lint: $(STAMP)  ## ruff + mypy
 	$(BIN)/ruff check src tests bench
@@ -47,6 +49,7 @@ test-fast: $(STAMP)  ## tests that need no model build
 
 bench: $(STAMP)  ## run the benchmark scripts
 	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/bench_retrieval.py
 
 clean:  ## remove the venv and build outputs (not the model cache)
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info src/*.egg-info

@@ -36,8 +36,9 @@ Take the photo in daylight, with a ruler next to the lesion.
 Keep the camera parallel to the skin."""
 
 
-def write_pdf(path: Path, pages: list[str], *, header: str | None = None,
-              encrypt: bool = False) -> None:
+def write_pdf(
+    path: Path, pages: list[str], *, header: str | None = None, encrypt: bool = False
+) -> None:
     import pymupdf
 
     document = pymupdf.open()
@@ -52,8 +53,9 @@ def write_pdf(path: Path, pages: list[str], *, header: str | None = None,
             y += 14
         page.insert_text((280, 800), f"Page {number}", fontsize=9)
     if encrypt:
-        document.save(path, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="secret",
-                      owner_pw="owner")
+        document.save(
+            path, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="secret", owner_pw="owner"
+        )
     else:
         document.save(path)
     document.close()

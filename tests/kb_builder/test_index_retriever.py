@@ -94,8 +94,9 @@ def test_duplicates_collapse(corpus_index: Path) -> None:
 
 
 def test_bm25_finds_indonesian_lay_term(corpus_index: Path) -> None:
-    retriever = HybridRetriever(corpus_index, params=RetrievalParams(method=Method.BM25,
-                                                                     min_cosine=-1))
+    retriever = HybridRetriever(
+        corpus_index, params=RetrievalParams(method=Method.BM25, min_cosine=-1)
+    )
     assert retriever.search("panu", 1)[0].source == "tinea-versicolor.md"
 
 

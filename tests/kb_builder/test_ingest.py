@@ -93,7 +93,9 @@ def test_pdf_with_indonesian_text(tmp_path: Path) -> None:
 
 def test_boilerplate_dropped_across_documents() -> None:
     notice = "Starter content pending clinical review."
-    docs = [Document(f"d{i}.md", "x", f"D{i}", [Block(notice), Block(f"body {i}")]) for i in range(6)]
+    docs = [
+        Document(f"d{i}.md", "x", f"D{i}", [Block(notice), Block(f"body {i}")]) for i in range(6)
+    ]
     assert drop_boilerplate(docs) == 6
     assert all(b.text != notice for d in docs for b in d.blocks)
 

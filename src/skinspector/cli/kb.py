@@ -24,13 +24,18 @@ from skinspector.kb_builder.manifest import HnswParams
 STARTER_KB = Path(__file__).resolve().parents[1] / "kb_builder" / "data" / "starter_kb"
 
 
-def make_embedder(settings: Settings, backend: str, model: str | None, model_id: str | None) -> Embedder:
+def make_embedder(
+    settings: Settings, backend: str, model: str | None, model_id: str | None
+) -> Embedder:
     """``model`` is a GGUF path (llama-cpp) or an HF id/path (sentence-transformers);
     without it, the demo model (all-MiniLM-L6-v2) is used."""
     if backend == "llama-cpp":
         if model is None:
-            click.secho(f"No --model: using the demo embedder {DEMO_MODEL_ID} (GGUF).",
-                        fg="yellow", err=True)
+            click.secho(
+                f"No --model: using the demo embedder {DEMO_MODEL_ID} (GGUF).",
+                fg="yellow",
+                err=True,
+            )
             return LlamaCppEmbedder(ensure_demo_gguf(settings.cache_dir), DEMO_MODEL_ID)
         return LlamaCppEmbedder(Path(model), model_id)
     if model is None:
@@ -48,24 +53,50 @@ def kb() -> None:
 @click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=PathArg, required=True, help="Index directory to write.")
 @click.option("--starter", is_flag=True, help="Add the bundled starter dermatology KB.")
-@click.option("--backend", type=click.Choice(["llama-cpp", "sentence-transformers"]),
-              default="llama-cpp", show_default=True, help="Embedding backend.")
-@click.option("--model", default=None,
-              help="GGUF file (llama-cpp) or HF model id/path (sentence-transformers). "
-                   "Default: the demo MiniLM model.")
-@click.option("--model-id", default=None,
-              help="Name recorded in the manifest, e.g. NeuML/pubmedbert-base-embeddings.")
-@click.option("--embedder-gguf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="GGUF of the same model to bundle (for sentence-transformers).")
+@click.option(
+    "--backend",
+    type=click.Choice(["llama-cpp", "sentence-transformers"]),
+    default="llama-cpp",
+    show_default=True,
+    help="Embedding backend.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="GGUF file (llama-cpp) or HF model id/path (sentence-transformers). "
+    "Default: the demo MiniLM model.",
+)
+@click.option(
+    "--model-id",
+    default=None,
+    help="Name recorded in the manifest, e.g. NeuML/pubmedbert-base-embeddings.",
+)
+@click.option(
+    "--embedder-gguf",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="GGUF of the same model to bundle (for sentence-transformers).",
+)
 @click.option("--chunk-size", type=click.IntRange(100, 20000), default=900, show_default=True)
 @click.option("--overlap", type=click.IntRange(0, 5000), default=150, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON at the end.")
 @click.pass_context
 @translate_errors
-def build(ctx: click.Context, sources: tuple[Path, ...], out_dir: Path, starter: bool,
-          backend: str, model: str | None, model_id: str | None, embedder_gguf: Path | None,
-          chunk_size: int, overlap: int, overwrite: bool, as_json: bool) -> None:
+def build(
+    ctx: click.Context,
+    sources: tuple[Path, ...],
+    out_dir: Path,
+    starter: bool,
+    backend: str,
+    model: str | None,
+    model_id: str | None,
+    embedder_gguf: Path | None,
+    chunk_size: int,
+    overlap: int,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
     """Ingest SOURCES (PDF, Markdown, text files or folders) into a hybrid index.
 
     Damaged, encrypted or empty documents are skipped with a warning; the build goes on
@@ -81,8 +112,15 @@ def build(ctx: click.Context, sources: tuple[Path, ...], out_dir: Path, starter:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--overlap") from exc
     embedder = make_embedder(get_settings(ctx), backend, model, model_id)
-    report = build_index(paths, out_dir, embedder, chunking=chunking, hnsw=HnswParams(),
-                         embedder_gguf=embedder_gguf, overwrite=overwrite)
+    report = build_index(
+        paths,
+        out_dir,
+        embedder,
+        chunking=chunking,
+        hnsw=HnswParams(),
+        embedder_gguf=embedder_gguf,
+        overwrite=overwrite,
+    )
     if as_json:
         click.echo(report.manifest.model_dump_json(indent=2))
     else:
@@ -93,19 +131,31 @@ def build(ctx: click.Context, sources: tuple[Path, ...], out_dir: Path, starter:
 @click.argument("index_dir", type=PathArg)
 @click.argument("text")
 @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
-@click.option("--method", type=click.Choice(["hybrid", "rrf", "dense", "bm25"]),
-              default="hybrid", show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(["hybrid", "rrf", "dense", "bm25"]),
+    default="hybrid",
+    show_default=True,
+)
 @click.option("--semantic-weight", type=click.FloatRange(0, 1), default=0.6, show_default=True)
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=0.2, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @translate_errors
-def query(index_dir: Path, text: str, k: int, method: str, semantic_weight: float,
-          min_cosine: float, as_json: bool) -> None:
+def query(
+    index_dir: Path,
+    text: str,
+    k: int,
+    method: str,
+    semantic_weight: float,
+    min_cosine: float,
+    as_json: bool,
+) -> None:
     """Search INDEX_DIR for TEXT and print the top hits with their scores."""
     from skinspector.kb_builder.retriever import HybridRetriever, Method, RetrievalParams
 
-    params = RetrievalParams(method=Method(method), semantic_weight=semantic_weight,
-                             min_cosine=min_cosine)
+    params = RetrievalParams(
+        method=Method(method), semantic_weight=semantic_weight, min_cosine=min_cosine
+    )
     hits = HybridRetriever(index_dir, params=params).search(text, k)
     if as_json:
         click.echo(json.dumps([hit._asdict() for hit in hits], indent=2, ensure_ascii=False))
@@ -115,8 +165,10 @@ def query(index_dir: Path, text: str, k: int, method: str, semantic_weight: floa
     for rank, hit in enumerate(hits, start=1):
         where = hit.source + (f" p.{hit.page}" if hit.page else "")
         click.echo(f"{rank}. [{hit.score:.3f}] {where} | {hit.heading or hit.title}")
-        click.echo(f"   semantic {hit.semantic:.3f}  lexical {hit.lexical:.3f}  "
-                   f"cosine {hit.cosine:.3f}  bm25 {hit.bm25:.2f}")
+        click.echo(
+            f"   semantic {hit.semantic:.3f}  lexical {hit.lexical:.3f}  "
+            f"cosine {hit.cosine:.3f}  bm25 {hit.bm25:.2f}"
+        )
         snippet = " ".join(hit.text.split())
         click.echo(f"   {snippet[:200]}{'...' if len(snippet) > 200 else ''}")
 
@@ -129,8 +181,14 @@ def query(index_dir: Path, text: str, k: int, method: str, semantic_weight: floa
 @click.option("--candidates", type=click.IntRange(1, 1000), default=30, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @translate_errors
-def evaluate_cmd(index_dir: Path, queries: Path | None, semantic_weight: float,
-                 min_cosine: float, candidates: int, as_json: bool) -> None:
+def evaluate_cmd(
+    index_dir: Path,
+    queries: Path | None,
+    semantic_weight: float,
+    min_cosine: float,
+    candidates: int,
+    as_json: bool,
+) -> None:
     """Recall@1, recall@5 and MRR of BM25, dense, hybrid and RRF, plus a weight sweep.
 
     QUERIES is a JSONL file of {"query", "expected", "kind"}; default: the bundled set.
@@ -144,22 +202,26 @@ def evaluate_cmd(index_dir: Path, queries: Path | None, semantic_weight: float,
     )
     from skinspector.kb_builder.retriever import HybridRetriever, RetrievalParams
 
-    params = RetrievalParams(semantic_weight=semantic_weight, min_cosine=min_cosine,
-                             candidates=candidates)
+    params = RetrievalParams(
+        semantic_weight=semantic_weight, min_cosine=min_cosine, candidates=candidates
+    )
     retriever = HybridRetriever(index_dir, params=params)
     loaded = load_queries(queries or default_queries_path())
     scores = evaluate(retriever, loaded)
     if as_json:
         click.echo(scores_json(scores))
     else:
-        click.echo(f"{len(loaded)} queries, index {index_dir} "
-                   f"({retriever.manifest.embedding.model_id}), min cosine {min_cosine}")
+        click.echo(
+            f"{len(loaded)} queries, index {index_dir} "
+            f"({retriever.manifest.embedding.model_id}), min cosine {min_cosine}"
+        )
         click.echo(format_table(scores))
 
 
 @kb.command("convert-embedder")
-@click.argument("hf_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                required=False)
+@click.argument(
+    "hf_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False
+)
 @click.option("--out", "out_file", type=PathArg, required=True, help="GGUF file to write.")
 @click.option("--outtype", type=click.Choice(["f32", "f16"]), default="f16", show_default=True)
 @translate_errors
@@ -177,8 +239,12 @@ def convert_embedder(hf_dir: Path | None, out_file: Path, outtype: str) -> None:
 @kb.command("agreement")
 @click.argument("index_dir", type=PathArg)
 @click.option("--hf-model", default=None, help="HF id/path (default: the demo model).")
-@click.option("--gguf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="GGUF of the same model (default: the index's bundled one).")
+@click.option(
+    "--gguf",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="GGUF of the same model (default: the index's bundled one).",
+)
 @click.option("--limit", type=click.IntRange(1), default=200, show_default=True)
 @translate_errors
 def agreement(index_dir: Path, hf_model: str | None, gguf: Path | None, limit: int) -> None:
@@ -195,5 +261,7 @@ def agreement(index_dir: Path, hf_model: str | None, gguf: Path | None, limit: i
         raise click.UsageError("the index bundles no GGUF; pass --gguf")
     st = SentenceTransformerEmbedder(hf_model or demo_hf_dir())
     cosines = backend_agreement(st, LlamaCppEmbedder(gguf_path), texts)
-    click.echo(f"{len(texts)} chunks: cosine min {float(np.min(cosines)):.6f}  "
-               f"mean {float(np.mean(cosines)):.6f}  max {float(np.max(cosines)):.6f}")
+    click.echo(
+        f"{len(texts)} chunks: cosine min {float(np.min(cosines)):.6f}  "
+        f"mean {float(np.mean(cosines)):.6f}  max {float(np.max(cosines)):.6f}"
+    )

@@ -16,13 +16,74 @@ __all__ = ["STOPWORDS", "bm25_tokenize", "build_bm25", "chroma_collection", "loa
 
 # English stop words come from bm25s; Bahasa Indonesia function words are added so lay
 # queries in Indonesian ("gatal di kulit yang ...") score on their content words.
-_INDONESIAN_STOPWORDS = (
-    "yang di dan ke dari ini itu dengan untuk pada ada tidak saya aku kami kita dia ia "
-    "atau juga akan sudah telah bisa dapat karena jika kalau seperti sangat lebih "
-    "banyak sering adalah oleh dalam sebagai tersebut bagian setelah sejak hari "
-    "minggu bulan tahun sekitar apa apakah bagaimana kenapa mengapa nya pun lah kah "
-    "jadi masih baru belum hanya saja tapi tetapi namun agar supaya"
-).split()
+_INDONESIAN_STOPWORDS = [
+    "yang",
+    "di",
+    "dan",
+    "ke",
+    "dari",
+    "ini",
+    "itu",
+    "dengan",
+    "untuk",
+    "pada",
+    "ada",
+    "tidak",
+    "saya",
+    "aku",
+    "kami",
+    "kita",
+    "dia",
+    "ia",
+    "atau",
+    "juga",
+    "akan",
+    "sudah",
+    "telah",
+    "bisa",
+    "dapat",
+    "karena",
+    "jika",
+    "kalau",
+    "seperti",
+    "sangat",
+    "lebih",
+    "banyak",
+    "sering",
+    "adalah",
+    "oleh",
+    "dalam",
+    "sebagai",
+    "tersebut",
+    "bagian",
+    "setelah",
+    "sejak",
+    "hari",
+    "minggu",
+    "bulan",
+    "tahun",
+    "sekitar",
+    "apa",
+    "apakah",
+    "bagaimana",
+    "kenapa",
+    "mengapa",
+    "nya",
+    "pun",
+    "lah",
+    "kah",
+    "jadi",
+    "masih",
+    "baru",
+    "belum",
+    "hanya",
+    "saja",
+    "tapi",
+    "tetapi",
+    "namun",
+    "agar",
+    "supaya",
+]
 
 STOPWORDS: list[str] | None = None
 
@@ -85,11 +146,11 @@ def chroma_collection(path: Path, hnsw: HnswParams | None, *, create: bool) -> A
     )
     if not create:
         return client.get_collection(COLLECTION, embedding_function=None)
-    assert hnsw is not None
+    if hnsw is None:
+        raise ValueError("HNSW parameters are needed to create a collection")
+    configuration: Any = {"hnsw": hnsw.model_dump()}
     return client.create_collection(
-        COLLECTION,
-        embedding_function=None,
-        configuration={"hnsw": hnsw.model_dump()},
+        COLLECTION, embedding_function=None, configuration=configuration
     )
 
 

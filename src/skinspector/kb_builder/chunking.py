@@ -46,8 +46,10 @@ class Chunk:
     @property
     def indexed_text(self) -> str:
         """What the lexical and dense indexes see: where the text sits, then the text."""
-        place = self.heading if self.heading and self.title in self.heading else (
-            " > ".join(p for p in (self.title, self.heading) if p)
+        place = (
+            self.heading
+            if self.heading and self.title in self.heading
+            else (" > ".join(p for p in (self.title, self.heading) if p))
         )
         return f"{place}\n{self.text}"
 

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -60,7 +60,7 @@ def normalise(vectors: npt.ArrayLike) -> Matrix:
     if matrix.ndim == 1:
         matrix = matrix[None, :]
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
+    return np.asarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 class LlamaCppEmbedder:
@@ -78,7 +78,7 @@ class LlamaCppEmbedder:
         install_native_log_filter()
         self.path = check_gguf(gguf_path, "embedding model")
         self.model_id = model_id or self.path.stem
-        kwargs: dict[str, object] = {
+        kwargs: dict[str, Any] = {
             "model_path": str(self.path),
             "embedding": True,
             "n_ctx": 512,
@@ -92,7 +92,9 @@ class LlamaCppEmbedder:
         try:
             self._llm = Llama(**kwargs)
         except ValueError as exc:
-            raise ModelError(f"llama.cpp cannot load the embedding model {self.path}: {exc}") from exc
+            raise ModelError(
+                f"llama.cpp cannot load the embedding model {self.path}: {exc}"
+            ) from exc
         self.dimension = int(self._llm.n_embd())
 
     def embed(self, texts: Sequence[str]) -> Matrix:

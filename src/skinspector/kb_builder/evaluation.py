@@ -87,13 +87,17 @@ def evaluate(
     configs: list[tuple[str, RetrievalParams]] = [
         ("bm25 only", base.model_copy(update={"method": Method.BM25})),
         ("dense only", base.model_copy(update={"method": Method.DENSE})),
-        (f"hybrid {base.semantic_weight:.1f}/{1 - base.semantic_weight:.1f}",
-         base.model_copy(update={"method": Method.HYBRID})),
+        (
+            f"hybrid {base.semantic_weight:.1f}/{1 - base.semantic_weight:.1f}",
+            base.model_copy(update={"method": Method.HYBRID}),
+        ),
         ("rrf", base.model_copy(update={"method": Method.RRF})),
     ]
     configs += [
-        (f"sweep w_sem={w:.1f}",
-         base.model_copy(update={"method": Method.HYBRID, "semantic_weight": w}))
+        (
+            f"sweep w_sem={w:.1f}",
+            base.model_copy(update={"method": Method.HYBRID, "semantic_weight": w}),
+        )
         for w in weights
     ]
     ranks: dict[str, list[int | None]] = {label: [] for label, _ in configs}
@@ -105,13 +109,15 @@ def evaluate(
     scores = []
     for label, found in ranks.items():
         n = len(found)
-        scores.append(MethodScore(
-            label=label,
-            recall_at_1=sum(1 for r in found if r == 1) / n,
-            recall_at_5=sum(1 for r in found if r is not None and r <= 5) / n,
-            mrr=sum(1 / r for r in found if r is not None) / n,
-            queries=n,
-        ))
+        scores.append(
+            MethodScore(
+                label=label,
+                recall_at_1=sum(1 for r in found if r == 1) / n,
+                recall_at_5=sum(1 for r in found if r is not None and r <= 5) / n,
+                mrr=sum(1 / r for r in found if r is not None) / n,
+                queries=n,
+            )
+        )
     return scores
 
 

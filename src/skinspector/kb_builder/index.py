@@ -61,7 +61,9 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def _load_all(sources: Sequence[Path], progress: bool) -> tuple[list[Document], list[SkippedRecord]]:
+def _load_all(
+    sources: Sequence[Path], progress: bool
+) -> tuple[list[Document], list[SkippedRecord]]:
     documents: list[Document] = []
     skipped: list[SkippedRecord] = []
     files = discover(sources)
@@ -100,13 +102,19 @@ def write_index(
 ) -> IndexManifest:
     """Write every index file into the empty directory ``out_dir``; the manifest goes last."""
     if vectors.shape != (len(chunks), embedding.dimension):
-        raise KbError(f"embeddings have shape {vectors.shape}, expected ({len(chunks)}, "
-                      f"{embedding.dimension})")
+        raise KbError(
+            f"embeddings have shape {vectors.shape}, expected ({len(chunks)}, "
+            f"{embedding.dimension})"
+        )
     with (out_dir / CHUNKS_NAME).open("w", encoding="utf-8") as handle:
         for chunk in chunks:
             record = {
-                "id": chunk.chunk_id, "source": chunk.source, "title": chunk.title,
-                "heading": chunk.heading, "page": chunk.page, "text": chunk.text,
+                "id": chunk.chunk_id,
+                "source": chunk.source,
+                "title": chunk.title,
+                "heading": chunk.heading,
+                "page": chunk.page,
+                "text": chunk.text,
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     np.save(out_dir / EMBEDDINGS_NAME, vectors)
@@ -116,9 +124,7 @@ def write_index(
     if embedder_gguf is not None:
         (out_dir / EMBEDDER_DIR).mkdir()
         shutil.copyfile(embedder_gguf, out_dir / EMBEDDER_DIR / embedder_gguf.name)
-        embedding = embedding.model_copy(
-            update={"gguf": f"{EMBEDDER_DIR}/{embedder_gguf.name}"}
-        )
+        embedding = embedding.model_copy(update={"gguf": f"{EMBEDDER_DIR}/{embedder_gguf.name}"})
     manifest = IndexManifest(
         embedding=embedding,
         chunking=chunking,
@@ -167,20 +173,35 @@ def build_index(
     for document in documents:
         own = chunk_document(document, chunking)
         chunks += own
-        records.append(DocumentRecord(source=document.source, sha256=document.sha256,
-                                      title=document.title, chunks=len(own),
-                                      pages=document.pages))
+        records.append(
+            DocumentRecord(
+                source=document.source,
+                sha256=document.sha256,
+                title=document.title,
+                chunks=len(own),
+                pages=document.pages,
+            )
+        )
     if not chunks:
         raise KbError("no usable text in any source document; nothing to index")
     vectors = _embed(embedder, chunks, batch, progress)
-    info = EmbeddingInfo(model_id=embedder.model_id, backend=embedder.backend,
-                         dimension=embedder.dimension)
+    info = EmbeddingInfo(
+        model_id=embedder.model_id, backend=embedder.backend, dimension=embedder.dimension
+    )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         manifest = write_index(
-            staging, chunks, vectors, info, chunking=chunking, hnsw=hnsw, documents=records,
-            skipped=skipped, boilerplate_removed=removed, embedder_gguf=embedder_gguf,
+            staging,
+            chunks,
+            vectors,
+            info,
+            chunking=chunking,
+            hnsw=hnsw,
+            documents=records,
+            skipped=skipped,
+            boilerplate_removed=removed,
+            embedder_gguf=embedder_gguf,
         )
         if out_dir.exists():
             shutil.rmtree(out_dir)

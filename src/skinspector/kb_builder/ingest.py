@@ -140,6 +140,7 @@ def remove_repeated_margins(
     so page numbers match) on at least ``min_share`` of pages (and on 3 pages or more)."""
     if len(pages) < 3:
         return pages
+
     def edge(lines: list[str]) -> int:  # short pages: fewer lines count as margin
         return max(1, min(margin, len(lines) // 3))
 
@@ -167,7 +168,7 @@ def _pdf_pages(path: Path) -> tuple[list[list[tuple[str, float]]], int]:
     import pymupdf
 
     try:
-        document = pymupdf.open(path)
+        document: Any = pymupdf.open(path)  # type: ignore[no-untyped-call]
     except Exception as exc:  # pymupdf raises its own FileDataError, RuntimeError...
         raise DocumentError(f"{path.name}: not a readable PDF ({exc})") from exc
     with document:

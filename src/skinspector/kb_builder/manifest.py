@@ -43,7 +43,7 @@ class HnswParams(BaseModel):
     space: str = "cosine"
     ef_construction: int = Field(200, ge=10, le=2000)
     max_neighbors: int = Field(32, ge=4, le=256)
-    ef_search: int = Field(128, ge=10, le=4000)
+    ef_search: int = Field(256, ge=10, le=4000)
 
 
 class EmbeddingInfo(BaseModel):

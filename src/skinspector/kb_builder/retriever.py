@@ -77,7 +77,9 @@ class Hit(NamedTuple):
     bm25: float  # raw BM25 score (0 if not in the BM25 list)
 
 
-def minmax(values: npt.NDArray[np.float64], present: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+def minmax(
+    values: npt.NDArray[np.float64], present: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.float64]:
     """Min-max normalisation over the present entries; absent entries score 0.
 
     (x - min) / (max - min); when every present value is equal, present entries score 1.
@@ -91,7 +93,9 @@ def minmax(values: npt.NDArray[np.float64], present: npt.NDArray[np.bool_]) -> n
     return out
 
 
-def reciprocal_rank_fusion(ranks: Sequence[npt.NDArray[np.float64]], k: int) -> npt.NDArray[np.float64]:
+def reciprocal_rank_fusion(
+    ranks: Sequence[npt.NDArray[np.float64]], k: int
+) -> npt.NDArray[np.float64]:
     """RRF(d) = sum over lists of 1 / (k + rank_d), rank 1-based; absent (rank 0) adds 0."""
     total = np.zeros_like(ranks[0], dtype=np.float64)
     for rank in ranks:
@@ -130,8 +134,10 @@ class CandidatePool:
         fused, semantic, lexical = self.scores(params)
         keep = np.isfinite(fused) & (self.cosine >= params.min_cosine)
         order = [int(i) for i in np.argsort(-fused, kind="stable") if keep[i]]
-        return [(i, float(fused[i]), float(semantic[i]), float(lexical[i]), int(self.rows[i]))
-                for i in order[: max(k * 3, k)]]
+        return [
+            (i, float(fused[i]), float(semantic[i]), float(lexical[i]), int(self.rows[i]))
+            for i in order[: max(k * 3, k)]
+        ]
 
 
 class HybridRetriever:
@@ -161,7 +167,9 @@ class HybridRetriever:
             json.loads(line)
             for line in (index_dir / CHUNKS_NAME).read_text(encoding="utf-8").splitlines()
         ]
-        self._embeddings: npt.NDArray[np.float32] = np.load(index_dir / EMBEDDINGS_NAME, mmap_mode="r")
+        self._embeddings: npt.NDArray[np.float32] = np.load(
+            index_dir / EMBEDDINGS_NAME, mmap_mode="r"
+        )
         if self._embeddings.shape != (len(self._chunks), self.manifest.embedding.dimension):
             raise IncompatibleIndexError(f"{index_dir}: embeddings do not match the chunks")
         self._row_of = {chunk["id"]: row for row, chunk in enumerate(self._chunks)}
@@ -170,7 +178,9 @@ class HybridRetriever:
         try:
             self._collection = _stores.chroma_collection(index_dir / CHROMA_DIR, None, create=False)
         except Exception as exc:  # chromadb raises NotFoundError / ValueError by version
-            raise IndexMissingError(f"{index_dir}: the dense index cannot be opened ({exc})") from exc
+            raise IndexMissingError(
+                f"{index_dir}: the dense index cannot be opened ({exc})"
+            ) from exc
 
     def _bundled_embedder(self) -> Embedder:
         info = self.manifest.embedding
@@ -187,10 +197,11 @@ class HybridRetriever:
     # ------------------------------------------------------------------ candidates
 
     def embed_query(self, text: str) -> npt.NDArray[np.float32]:
-        return self.embedder.embed([text])[0]
+        return np.asarray(self.embedder.embed([text])[0], dtype=np.float32)
 
-    def candidates(self, text: str, query_vector: npt.NDArray[np.float32] | None = None,
-                   n: int | None = None) -> CandidatePool:
+    def candidates(
+        self, text: str, query_vector: npt.NDArray[np.float32] | None = None, n: int | None = None
+    ) -> CandidatePool:
         n = min(n or self.params.candidates, len(self._chunks))
         vector = self.embed_query(text) if query_vector is None else query_vector
         dense = self._collection.query(
@@ -211,11 +222,15 @@ class HybridRetriever:
         size = len(rows)
         pool = CandidatePool(
             rows=np.asarray(rows, dtype=np.int64),
-            cosine=np.asarray(self._embeddings[rows] @ vector, dtype=np.float64) if rows
+            cosine=np.asarray(self._embeddings[rows] @ vector, dtype=np.float64)
+            if rows
             else np.zeros(0),
-            dense_score=np.zeros(size), in_dense=np.zeros(size, dtype=bool),
-            dense_rank=np.zeros(size), bm25_score=np.zeros(size),
-            in_bm25=np.zeros(size, dtype=bool), bm25_rank=np.zeros(size),
+            dense_score=np.zeros(size),
+            in_dense=np.zeros(size, dtype=bool),
+            dense_rank=np.zeros(size),
+            bm25_score=np.zeros(size),
+            in_bm25=np.zeros(size, dtype=bool),
+            bm25_rank=np.zeros(size),
         )
         for rank, row in enumerate(dense_rows, start=1):
             i = index[row]
@@ -240,12 +255,21 @@ class HybridRetriever:
             if fingerprint in seen_text:
                 continue
             seen_text.add(fingerprint)
-            hits.append(Hit(
-                chunk_id=chunk["id"], text=chunk["text"], source=chunk["source"],
-                title=chunk["title"], heading=chunk["heading"], page=chunk["page"],
-                score=fused, semantic=semantic, lexical=lexical,
-                cosine=float(pool.cosine[i]), bm25=float(pool.bm25_score[i]),
-            ))
+            hits.append(
+                Hit(
+                    chunk_id=chunk["id"],
+                    text=chunk["text"],
+                    source=chunk["source"],
+                    title=chunk["title"],
+                    heading=chunk["heading"],
+                    page=chunk["page"],
+                    score=fused,
+                    semantic=semantic,
+                    lexical=lexical,
+                    cosine=float(pool.cosine[i]),
+                    bm25=float(pool.bm25_score[i]),
+                )
+            )
             if len(hits) == k:
                 break
         return hits
