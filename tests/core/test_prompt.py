@@ -129,3 +129,21 @@ def test_context_validation_rejects_bad_values() -> None:
         ClinicalContext.model_validate({"name": "Budi"})  # no identifying fields accepted
     with pytest.raises(ValueError, match="symptom"):
         ClinicalContext(symptoms=["x" * 500])
+
+
+def test_citations_are_read_in_order_and_bounded() -> None:
+    from skinspector.core.prompt import cited_references
+
+    assert cited_references("as in [2], see also [1] and [2] and [9]", 3) == [2, 1]
+    assert cited_references("no citations", 3) == []
+
+
+def test_findings_messages_and_multiple_images() -> None:
+    from skinspector.core.prompt import FINDINGS_SYSTEM_PROMPT, build_findings_messages
+
+    messages = build_findings_messages(["data:a", "data:b"], ClinicalContext(body_site="back"))
+    assert messages[0]["content"] == FINDINGS_SYSTEM_PROMPT
+    parts = messages[1]["content"]
+    assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
+    assert "Body site: back." in parts[2]["text"]
+    assert len(build_messages(["data:a", "data:b", "data:c"])[1]["content"]) == 4

@@ -11,6 +11,7 @@ from skinspector.cli._common import configure_logging
 from skinspector.cli.describe import describe
 from skinspector.cli.dev import dev
 from skinspector.cli.kb import kb
+from skinspector.cli.serve import devices, pair, serve
 from skinspector.core.settings import Settings
 
 
@@ -30,6 +31,9 @@ def cli(ctx: click.Context, verbose: int) -> None:
 cli.add_command(describe)
 cli.add_command(dev)
 cli.add_command(kb)
+cli.add_command(serve)
+cli.add_command(pair)
+cli.add_command(devices)
 
 
 def main() -> None:

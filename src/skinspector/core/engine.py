@@ -206,15 +206,16 @@ class VisionLanguageModel:
 
     @staticmethod
     def messages(
-        image: PreparedImage,
+        image: PreparedImage | Sequence[PreparedImage],
         context: ClinicalContext | None = None,
         references: Sequence[Reference] = (),
     ) -> list[dict[str, Any]]:
-        return build_messages(image.data_uri(), context, references)
+        images = [image] if isinstance(image, PreparedImage) else list(image)
+        return build_messages([i.data_uri() for i in images], context, references)
 
     def generate(
         self,
-        image: PreparedImage,
+        image: PreparedImage | Sequence[PreparedImage],
         context: ClinicalContext | None = None,
         references: Sequence[Reference] = (),
         sampling: SamplingSettings | None = None,
@@ -224,7 +225,7 @@ class VisionLanguageModel:
 
     def stream(
         self,
-        image: PreparedImage,
+        image: PreparedImage | Sequence[PreparedImage],
         context: ClinicalContext | None = None,
         references: Sequence[Reference] = (),
         sampling: SamplingSettings | None = None,

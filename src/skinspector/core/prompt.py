@@ -22,17 +22,20 @@ from skinspector.core.case_schema import (
 
 __all__ = [
     "DISCLAIMERS",
+    "FINDINGS_SYSTEM_PROMPT",
     "PROMPT_VERSION",
     "SECTION_HEADINGS",
     "SYSTEM_PROMPT",
     "Reference",
+    "build_findings_messages",
     "build_messages",
+    "cited_references",
     "parse_assessment",
     "render_user_text",
 ]
 
 #: Bump when any text below changes: training records it, evaluation checks it.
-PROMPT_VERSION = "2026-11-28.1"
+PROMPT_VERSION = "2026-11-28.2"
 
 SECTION_HEADINGS: tuple[str, ...] = (
     "Visible findings",
@@ -68,7 +71,8 @@ pigmentation, blistering with mucosal involvement, fever or a very unwell patien
 redness, a lesion on the face of an infant). Write "None seen" if there are none.
 - Choose exactly one recommended action: self-care, routine referral, or urgent referral. \
 When unsure, or when the photo is unclear, choose the safer, more urgent action.
-- Use reference notes only when they fit what you see; they may be incomplete.
+- Use reference notes only when they fit what you see; they may be incomplete. When you \
+use one, cite it by its number in square brackets, e.g. [2].
 - If the photo does not show skin or is too blurred or dark to judge, say so in the \
 findings and recommend routine referral.
 
@@ -79,6 +83,15 @@ language asked for:
 ## Red flags
 ## Recommended action
 ## Disclaimer"""
+
+
+#: Pass 1 of the two-pass analysis: what is visible, nothing else. Its answer (plus the
+#: health worker's notes) becomes the retrieval query for pass 2.
+FINDINGS_SYSTEM_PROMPT = """\
+You are SKINspectoR, a dermatology assistant. Describe only what is visible in the photo \
+in one to three short sentences of plain clinical English: lesion type, colour, shape, \
+border, surface, distribution and body site. Do not name a diagnosis. If the photo does not \
+show skin or is unclear, say so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,22 +141,53 @@ def render_user_text(
     return "\n\n".join(parts)
 
 
+def _image_parts(image_urls: str | Sequence[str]) -> list[dict[str, Any]]:
+    urls = [image_urls] if isinstance(image_urls, str) else list(image_urls)
+    return [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+
+
 def build_messages(
-    image_url: str,
+    image_urls: str | Sequence[str],
     context: ClinicalContext | None = None,
     references: Sequence[Reference] = (),
 ) -> list[dict[str, Any]]:
-    """OpenAI-style chat messages: system turn, then the image followed by the user text."""
+    """OpenAI-style chat messages: system turn, then the image(s) and the user text."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {
             "role": "user",
             "content": [
-                {"type": "image_url", "image_url": {"url": image_url}},
+                *_image_parts(image_urls),
                 {"type": "text", "text": render_user_text(context, references)},
             ],
         },
     ]
+
+
+def build_findings_messages(
+    image_urls: str | Sequence[str], context: ClinicalContext | None = None
+) -> list[dict[str, Any]]:
+    """Pass 1: ask for the visible findings only (body site given when known)."""
+    text = "Describe the visible findings."
+    if context is not None and context.body_site:
+        text += f" Body site: {context.body_site}."
+    return [
+        {"role": "system", "content": FINDINGS_SYSTEM_PROMPT},
+        {"role": "user", "content": [*_image_parts(image_urls), {"type": "text", "text": text}]},
+    ]
+
+
+_CITATION_RE = re.compile(r"\[(\d{1,2})\]")
+
+
+def cited_references(text: str, count: int) -> list[int]:
+    """1-based numbers of the reference notes the answer cites, in order of first use."""
+    seen: list[int] = []
+    for match in _CITATION_RE.finditer(text):
+        number = int(match.group(1))
+        if 1 <= number <= count and number not in seen:
+            seen.append(number)
+    return seen
 
 
 # ---------------------------------------------------------------- parsing the answer

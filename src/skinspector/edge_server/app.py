@@ -1,0 +1,182 @@
+"""``create_app(settings)``: the clinic box's aiohttp application.
+
+Resources are opened and closed in ``cleanup_ctx`` (store and devices, bundle and model,
+analysis worker); ``server.start_server`` adds the listening sockets and mDNS. The model
+loads in the background: ``/healthz`` answers at once, ``/readyz`` says 503 until the model
+is loaded, and uploads are stored meanwhile and analysed when it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from skinspector.core.engine import VisionLanguageModel
+from skinspector.edge_server import keys
+from skinspector.edge_server.admission import Admission
+from skinspector.edge_server.analysis import Analyzer
+from skinspector.edge_server.auth import auth_middleware
+from skinspector.edge_server.bundle import DEMO_WARNING, ActiveBundle, resolve_bundle
+from skinspector.edge_server.devices import DeviceRegistry
+from skinspector.edge_server.events import EventHub
+from skinspector.edge_server.http_errors import error_middleware
+from skinspector.edge_server.metrics import Metrics
+from skinspector.edge_server.routes_cases import routes as case_routes
+from skinspector.edge_server.routes_openai import routes as openai_routes
+from skinspector.edge_server.routes_ops import routes as ops_routes
+from skinspector.edge_server.safety import load_rules
+from skinspector.edge_server.settings import EdgeSettings
+from skinspector.edge_server.store import CaseStatus, CaseStore
+from skinspector.kb_builder.retriever import HybridRetriever
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("skinspector.server")
+
+
+def create_app(settings: EdgeSettings, bundle: ActiveBundle | None = None) -> web.Application:
+    """Build the app. ``bundle`` overrides bundle resolution (tests, benchmarks)."""
+    server = settings.server
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=server.max_json_bytes,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.EVENTS] = EventHub()
+    app[keys.RUNTIME] = keys.Runtime()
+    app[keys.WORK_QUEUE] = asyncio.Queue()
+    app.cleanup_ctx.append(_storage(bundle))
+    app.cleanup_ctx.append(_model)
+    app.cleanup_ctx.append(_worker)
+    app.add_routes(ops_routes)
+    app.add_routes(case_routes)
+    app.add_routes(openai_routes)
+    return app
+
+
+def _storage(bundle: ActiveBundle | None):  # type: ignore[no-untyped-def]
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[keys.SETTINGS]
+        data_dir = settings.server.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        store = CaseStore(data_dir)
+        removed = await asyncio.to_thread(store.recover)
+        if removed:
+            log.warning("removed %d half-stored case folders left by a crash", removed)
+        app[keys.STORE] = store
+        app[keys.DEVICES] = DeviceRegistry(data_dir / "devices.sqlite3", settings.server.pairing)
+        metrics = Metrics(store.counts)
+        app[keys.METRICS] = metrics
+        app[keys.ADMISSION] = Admission(settings.server.queue_size, metrics.queue_depth.set)
+        if bundle is None:
+            app[keys.BUNDLE] = await asyncio.to_thread(
+                resolve_bundle, data_dir, settings.server.bundle_dir, settings.cache_dir
+            )
+        else:
+            app[keys.BUNDLE] = bundle
+        if app[keys.BUNDLE].demo:
+            log.warning(DEMO_WARNING)
+        yield
+        app[keys.DEVICES].close()
+        store.close()
+
+    return context
+
+
+async def _model(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    bundle = app[keys.BUNDLE]
+
+    def load() -> tuple[VisionLanguageModel, HybridRetriever | None]:
+        vlm = VisionLanguageModel(bundle.model, bundle.mmproj, settings.engine)
+        retriever = HybridRetriever(bundle.index) if bundle.index else None
+        return vlm, retriever
+
+    runtime = app[keys.RUNTIME]
+
+    async def load_in_background() -> None:
+        try:
+            vlm, retriever = await asyncio.to_thread(load)
+            runtime.model = vlm
+            runtime.analyzer = Analyzer(
+                vlm,
+                retriever,
+                bundle,
+                sampling=settings.engine.sampling,
+                analysis=settings.server.analysis,
+                quality=settings.server.quality,
+                image=settings.image,
+                rules=load_rules(),
+                metrics=app[keys.METRICS],
+            )
+        except Exception as exc:
+            runtime.error = f"{type(exc).__name__}: {exc}"
+            log.error("the model bundle could not be loaded: %s", runtime.error)
+            return
+        runtime.ready.set()
+        log.info("model ready: bundle %s", bundle.version)
+
+    task = asyncio.create_task(load_in_background())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if runtime.analyzer is not None:
+        runtime.analyzer.close()
+    if runtime.model is not None:
+        await asyncio.to_thread(runtime.model.close)
+
+
+async def _analyse_one(app: web.Application, case_id: str) -> None:
+    store, hub = app[keys.STORE], app[keys.EVENTS]
+
+    def emit(event: dict[str, object]) -> None:
+        hub.publish(case_id, event)
+
+    case = await asyncio.to_thread(store.get, case_id)
+    if case is None or case.status.finished:
+        return
+    await asyncio.to_thread(store.set_status, case_id, CaseStatus.ANALYSING)
+    emit({"type": "status", "status": CaseStatus.ANALYSING.value})
+    try:
+        photos = await asyncio.to_thread(
+            lambda: [(store.photo_root / case.id / p.file).read_bytes() for p in case.photos]
+        )
+        outcome = await app[keys.RUNTIME].require_analyzer().analyse(case.context, photos, emit)
+        status = CaseStatus.REJECTED if outcome.rejected else CaseStatus.DONE
+        await asyncio.to_thread(store.set_status, case_id, status, result=outcome.result)
+    except asyncio.CancelledError:
+        raise  # shutting down: the case stays "analysing" and resumes at the next start
+    except Exception as exc:
+        log.error("analysis of a case failed: %s", type(exc).__name__)
+        status = CaseStatus.FAILED
+        await asyncio.to_thread(
+            store.set_status, case_id, status, error="the analysis failed; it can be retried"
+        )
+    emit({"type": "status", "status": status.value})
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    store, queue, admission = app[keys.STORE], app[keys.WORK_QUEUE], app[keys.ADMISSION]
+    for case_id in await asyncio.to_thread(store.unfinished):
+        admission.force_acquire()
+        queue.put_nowait(case_id)
+
+    async def run() -> None:
+        await app[keys.RUNTIME].ready.wait()
+        while True:
+            case_id = await queue.get()
+            try:
+                await _analyse_one(app, case_id)
+            finally:
+                admission.release()
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

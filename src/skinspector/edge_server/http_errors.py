@@ -1,0 +1,109 @@
+"""JSON errors at the HTTP edge: project exceptions -> status codes, in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from skinspector.core.errors import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    SkinspectorError,
+    UnsupportedImageError,
+)
+from skinspector.edge_server.devices import (
+    ExpiredPairingCode,
+    InvalidPairingCode,
+    PairingRateLimited,
+)
+
+__all__ = ["ApiError", "error_middleware", "raise_api_error"]
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", ...}}`` with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        body = {"error": {"code": self.code, "message": self.message, **self.extra}}
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+
+def raise_api_error(status: int, code: str, message: str, **extra: Any) -> NoReturn:
+    raise ApiError(status, code, message, **extra)
+
+
+def _translate(exc: Exception) -> ApiError | None:
+    if isinstance(exc, PairingRateLimited):
+        return ApiError(
+            429,
+            "too_many_attempts",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_seconds)},
+        )
+    if isinstance(exc, ExpiredPairingCode):
+        return ApiError(400, "pairing_code_expired", str(exc))
+    if isinstance(exc, InvalidPairingCode):
+        return ApiError(400, "pairing_code_invalid", str(exc))
+    if isinstance(exc, ImageTooLargeError):
+        return ApiError(413, "image_too_large", str(exc))
+    if isinstance(exc, UnsupportedImageError):
+        return ApiError(415, "unsupported_image", str(exc))
+    if isinstance(exc, ImageDecodeError):
+        return ApiError(400, "invalid_image", str(exc))
+    if isinstance(exc, InputError):
+        return ApiError(400, "bad_request", str(exc))
+    if isinstance(exc, ValidationError):
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        return ApiError(422, "invalid_fields", "some fields are invalid", details=details)
+    return None
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return web.json_response(
+            {"error": {"code": code, "message": exc.reason}},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")},
+        )
+    except (SkinspectorError, ValidationError) as exc:
+        translated = _translate(exc)
+        if translated is not None:
+            return translated.response()
+        log.error("request failed: %s", type(exc).__name__)
+        return web.json_response(
+            {"error": {"code": "server_error", "message": "the server could not do this"}},
+            status=500,
+        )

@@ -1,0 +1,58 @@
+"""Typed application keys: every shared object of the app, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from skinspector.core.engine import VisionLanguageModel
+from skinspector.core.errors import ModelError
+from skinspector.edge_server.admission import Admission
+from skinspector.edge_server.analysis import Analyzer
+from skinspector.edge_server.bundle import ActiveBundle
+from skinspector.edge_server.devices import DeviceRegistry
+from skinspector.edge_server.events import EventHub
+from skinspector.edge_server.metrics import Metrics
+from skinspector.edge_server.settings import EdgeSettings
+from skinspector.edge_server.store import CaseStore
+
+__all__ = [
+    "ADMISSION",
+    "BUNDLE",
+    "DEVICES",
+    "EVENTS",
+    "METRICS",
+    "RUNTIME",
+    "SETTINGS",
+    "STORE",
+    "WORK_QUEUE",
+    "Runtime",
+]
+
+
+@dataclass
+class Runtime:
+    """What loads after start-up (the app's own mapping is frozen once it runs)."""
+
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    model: VisionLanguageModel | None = None
+    analyzer: Analyzer | None = None
+    error: str | None = None
+
+    def require_analyzer(self) -> Analyzer:
+        if self.analyzer is None:
+            raise ModelError("the model is not loaded yet")
+        return self.analyzer
+
+
+SETTINGS = web.AppKey("settings", EdgeSettings)
+BUNDLE = web.AppKey("bundle", ActiveBundle)
+STORE = web.AppKey("store", CaseStore)
+DEVICES = web.AppKey("devices", DeviceRegistry)
+EVENTS = web.AppKey("events", EventHub)
+METRICS = web.AppKey("metrics", Metrics)
+ADMISSION = web.AppKey("admission", Admission)
+RUNTIME = web.AppKey("runtime", Runtime)
+WORK_QUEUE: web.AppKey[asyncio.Queue[str]] = web.AppKey("work_queue")

@@ -1,0 +1,126 @@
+"""A real server on 127.0.0.1 in a background thread, serving the tiny demo bundle."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from skinspector.core.samples import lesion_photo
+from skinspector.edge_server.bundle import ActiveBundle, ensure_demo_bundle
+from skinspector.edge_server.devices import DeviceRegistry
+from skinspector.edge_server.server import RunningServer, start_server
+from skinspector.edge_server.settings import EdgeSettings
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(cache_dir: Path) -> ActiveBundle:
+    return ActiveBundle.open(ensure_demo_bundle(cache_dir))
+
+
+@dataclass
+class LiveServer:
+    url: str
+    data_dir: Path
+    settings: EdgeSettings
+    running: RunningServer
+    loop: asyncio.AbstractEventLoop
+
+    def registry(self, **kwargs: Any) -> DeviceRegistry:
+        return DeviceRegistry(
+            self.data_dir / "devices.sqlite3", self.settings.server.pairing, **kwargs
+        )
+
+    def pair(self, name: str = "phone") -> str:
+        """Pair like a phone: code from the box (CLI side), exchanged over HTTP."""
+        with self.registry() as registry:
+            code = registry.create_pairing_code().code
+        response = httpx.post(f"{self.url}/api/v1/pair", json={"code": code, "device_name": name})
+        assert response.status_code == 201, response.text
+        token: str = response.json()["token"]
+        return token
+
+    def client(self, token: str | None = None, timeout: float = 120.0) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        with httpx.Client(base_url=self.url) as client:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if client.get("/readyz").status_code == 200:
+                    return
+                time.sleep(0.1)
+        raise TimeoutError("server not ready")
+
+
+def server_settings(data_dir: Path, cache_dir: Path, **server: Any) -> EdgeSettings:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "data_dir": data_dir,
+        "mdns": {"enabled": False},
+        "analysis": {"findings_max_tokens": 12, "report_max_tokens": 24, "references": 3},
+    }
+    base.update(server)
+    return EdgeSettings(
+        cache_dir=cache_dir,
+        engine={"n_ctx": 4096, "n_threads": 2, "sampling": {"seed": 7}},
+        server=base,
+    )
+
+
+@pytest.fixture
+def live_server_factory(
+    demo_bundle: ActiveBundle, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    started: list[tuple[LiveServer, threading.Thread]] = []
+
+    def make(data_dir: Path | None = None, **server: Any) -> LiveServer:
+        data_dir = data_dir or tmp_path_factory.mktemp("data")
+        settings = server_settings(data_dir, cache_dir, **server)
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        holder: dict[str, RunningServer] = {}
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+
+            async def boot() -> None:
+                holder["server"] = await start_server(settings, demo_bundle)
+                ready.set()
+
+            loop.run_until_complete(boot())
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert ready.wait(60)
+        running = holder["server"]
+        live = LiveServer(running.url, data_dir, settings, running, loop)
+        started.append((live, thread))
+        return live
+
+    yield make
+    for live, thread in started:
+        asyncio.run_coroutine_threadsafe(live.running.stop(), live.loop).result(60)
+        live.loop.call_soon_threadsafe(live.loop.stop)
+        thread.join(30)
+
+
+@pytest.fixture
+def live_server(live_server_factory: Any) -> LiveServer:
+    server: LiveServer = live_server_factory()
+    server.wait_ready()
+    return server
+
+
+def photo(seed: int = 1, width: int = 1024, height: int = 768) -> bytes:
+    return lesion_photo(width, height, seed=seed)

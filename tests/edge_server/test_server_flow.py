@@ -1,0 +1,148 @@
+"""The whole flow against a real server on 127.0.0.1 with the tiny demo bundle."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.edge_server.conftest import LiveServer, photo
+
+pytestmark = pytest.mark.slow
+
+
+def upload(client: httpx.Client, photos: list[bytes], metadata: dict[str, Any]) -> httpx.Response:
+    files = [("metadata", (None, json.dumps(metadata), "application/json"))]
+    files += [("photo", (f"p{i}.jpg", data, "image/jpeg")) for i, data in enumerate(photos)]
+    return client.post("/api/v1/cases", files=files)
+
+
+def read_events(client: httpx.Client, case_id: str) -> list[dict[str, Any]]:
+    events = []
+    with client.stream("GET", f"/api/v1/cases/{case_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    return events
+
+
+def wait_finished(client: httpx.Client, case_id: str, timeout: float = 120) -> dict[str, Any]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        body: dict[str, Any] = client.get(f"/api/v1/cases/{case_id}").json()
+        if body["status"] in ("done", "failed", "rejected"):
+            return body
+        time.sleep(0.2)
+    raise TimeoutError(case_id)
+
+
+def test_pair_upload_stream_and_read_result(live_server: LiveServer) -> None:
+    token = live_server.pair("ward phone")
+    with live_server.client(token) as client:
+        info = client.get("/api/v1/info").json()
+        assert info["demo"] is True
+        assert "random" in info["demo_warning"]
+        response = upload(
+            client,
+            [photo(1), photo(2, 800, 1200)],
+            {
+                "age_years": 61,
+                "sex": "male",
+                "body_site": "back",
+                "duration": "3 months",
+                "symptoms": ["itch"],
+                "notes": "mole changing colour and bleeding",
+                "language": "en",
+            },
+        )
+        assert response.status_code == 201, response.text
+        case_id = response.json()["id"]
+        events = read_events(client, case_id)
+        statuses = [e["status"] for e in events if e["type"] == "status"]
+        assert statuses[-1] == "done"
+        tokens = [e for e in events if e["type"] == "token"]
+        assert {e["pass"] for e in tokens} == {"findings", "report"}
+        case = client.get(f"/api/v1/cases/{case_id}").json()
+    assert case["status"] == "done"
+    result = case["result"]
+    assert result["assessment"]["disclaimer"].startswith("This is decision support")
+    # the notes describe a changing, bleeding mole: the rules force urgent referral
+    assert result["assessment"]["action"] == "urgent referral"
+    assert result["red_flag_rules"]
+    references = result["references"]
+    assert references
+    assert all(len(r["chunk_id"]) >= 20 and r["source"].endswith(".md") for r in references)
+    assert all(set(r) >= {"score", "semantic", "lexical", "cosine", "cited"} for r in references)
+    audit = result["audit"]
+    assert audit["bundle_version"].startswith("demo-")
+    assert audit["sampling"]["seed"] == 7
+    assert set(audit["timings"]) >= {"findings_s", "retrieval_s", "report_s", "total_s"}
+    assert audit["photos_used"] == [0, 1]
+    assert "random" in result["demo_warning"]
+    assert len(case["photos"]) == 2
+
+
+def test_photo_download_for_the_sending_device_only(live_server: LiveServer) -> None:
+    owner, other = live_server.pair("a"), live_server.pair("b")
+    with live_server.client(owner) as client:
+        case_id = upload(client, [photo(3)], {"language": "id"}).json()["id"]
+        response = client.get(f"/api/v1/cases/{case_id}/photos/0")
+        assert response.status_code == 200
+        image = Image.open(io.BytesIO(response.content))
+        assert image.format == "JPEG"
+        assert len(image.getexif()) == 0  # no EXIF, no GPS
+        assert client.get(f"/api/v1/cases/{case_id}/photos/5").status_code == 404
+    with live_server.client(other) as client:
+        assert client.get(f"/api/v1/cases/{case_id}/photos/0").status_code == 403
+        assert client.get(f"/api/v1/cases/{case_id}").status_code == 200
+
+
+def test_list_is_paged_newest_first(live_server: LiveServer) -> None:
+    token = live_server.pair()
+    with live_server.client(token) as client:
+        ids = [upload(client, [photo(i)], {}).json()["id"] for i in range(3)]
+        first = client.get("/api/v1/cases", params={"limit": 2}).json()
+        assert [c["id"] for c in first["cases"]] == [ids[2], ids[1]]
+        second = client.get(first["next"]).json()
+        assert [c["id"] for c in second["cases"]] == [ids[0]]
+        assert "next" not in second
+
+
+def test_quality_gate_rejects_with_advice(live_server: LiveServer) -> None:
+    dark = io.BytesIO()
+    Image.new("RGB", (900, 700), (5, 5, 5)).save(dark, format="JPEG")
+    token = live_server.pair()
+    with live_server.client(token) as client:
+        case_id = upload(client, [dark.getvalue()], {"language": "id"}).json()["id"]
+        case = wait_finished(client, case_id)
+    assert case["status"] == "rejected"
+    issues = case["result"]["quality"]
+    assert issues[0]["code"] == "too_dark"
+    assert issues[0]["message"]  # advice to retake, in Bahasa Indonesia
+    assert case["result"]["disclaimer"].startswith("Ini adalah")
+
+
+def test_health_ready_metrics(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        assert client.get("/healthz").json() == {"status": "alive"}
+        assert client.get("/readyz").status_code == 200
+        metrics = client.get("/metrics").text
+    assert "skinspector_queue_depth" in metrics
+    assert 'skinspector_cases{status="done"}' in metrics
+
+
+def test_status_page_warns_about_demo(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        page = client.get("/").text
+        pair_page = client.get("/pair")
+    assert "random text" in page
+    assert pair_page.status_code == 200  # the test client is on the box itself
+    assert "<svg" in pair_page.text
+    assert "/app/#pair=" in pair_page.text
