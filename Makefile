@@ -10,6 +10,7 @@ BIN := $(VENV)/bin
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
+DEMO_PORT ?= 8080
 
 .PHONY: venv install demo lint test test-fast bench clean help
 
@@ -29,12 +30,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)  ## create .venv and install everything (edge, kb, train, dev)
 
-demo: $(STAMP)  ## build the demo model + index, query the index, describe a sample photo
+demo: $(STAMP)  ## build the demo bundle, describe a sample photo, then start the server
 	mkdir -p $(DEMO_DIR)
-	$(BIN)/skinspector kb build --starter --out $(DEMO_DIR)/index --overwrite
-	$(BIN)/skinspector kb query $(DEMO_DIR)/index "itchy rash between the fingers, worse at night" -k 3
 	$(BIN)/skinspector dev sample-photo --out $(DEMO_DIR)/sample-lesion.jpg
-	$(BIN)/skinspector describe $(DEMO_DIR)/sample-lesion.jpg --stream --max-tokens 96
+	$(BIN)/skinspector describe $(DEMO_DIR)/sample-lesion.jpg --max-tokens 48
+	@echo "Starting the clinic server (demo bundle). Pair a phone from another terminal:"
+	@echo "    $(BIN)/skinspector pair --data-dir $(DEMO_DIR)/data"
+	$(BIN)/skinspector serve --data-dir $(DEMO_DIR)/data --port $(DEMO_PORT)
 
 lint: $(STAMP)  ## ruff + mypy
 	$(BIN)/ruff check src tests bench
@@ -50,6 +52,7 @@ test-fast: $(STAMP)  ## tests that need no model build
 bench: $(STAMP)  ## run the benchmark scripts
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_retrieval.py
+	$(BIN)/python bench/bench_server.py
 
 clean:  ## remove the venv and build outputs (not the model cache)
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info src/*.egg-info

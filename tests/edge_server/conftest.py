@@ -113,6 +113,7 @@ def live_server_factory(
         asyncio.run_coroutine_threadsafe(live.running.stop(), live.loop).result(60)
         live.loop.call_soon_threadsafe(live.loop.stop)
         thread.join(30)
+        live.loop.close()
 
 
 @pytest.fixture

@@ -146,3 +146,44 @@ def test_status_page_warns_about_demo(live_server: LiveServer) -> None:
     assert pair_page.status_code == 200  # the test client is on the box itself
     assert "<svg" in pair_page.text
     assert "/app/#pair=" in pair_page.text
+
+
+BROWSE = (
+    "import asyncio, json, sys\n"
+    "from skinspector.edge_server.mdns import browse\n"
+    "found = asyncio.run(browse(float(sys.argv[1]), ['127.0.0.1']))\n"
+    "print(json.dumps(found))\n"
+)
+
+
+def _browse_in_second_process(seconds: float = 3.0) -> list[dict[str, Any]]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", BROWSE, str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    found: list[dict[str, Any]] = json.loads(out.stdout)
+    return found
+
+
+def test_server_is_found_by_mdns_and_withdraws(live_server_factory: Any) -> None:
+    import asyncio
+
+    server = live_server_factory(
+        mdns={"enabled": True, "interfaces": ["127.0.0.1"], "instance_name": "SKINspectoR test box"}
+    )
+    port = int(server.url.rsplit(":", 1)[1])
+    found = [s for s in _browse_in_second_process() if s["port"] == port]
+    assert len(found) == 1
+    txt = found[0]["properties"]
+    assert txt["api"] == "1"
+    assert txt["pairing"] == "required"
+    assert txt["bundle"].startswith("demo-")
+    assert txt["demo"] == "1"
+    asyncio.run_coroutine_threadsafe(server.running.stop(), server.loop).result(60)
+    assert not [s for s in _browse_in_second_process() if s["port"] == port]

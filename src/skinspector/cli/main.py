@@ -38,3 +38,7 @@ cli.add_command(devices)
 
 def main() -> None:
     cli(prog_name="skinspector", args=sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -245,6 +245,12 @@ class VisionLanguageModel:
         future.add_done_callback(finish)
         return TokenStream(pieces, cancel)
 
+    def complete(
+        self, messages: list[dict[str, Any]], sampling: SamplingSettings | None = None
+    ) -> Generation:
+        """Blocking generation from prepared chat messages (see ``build_messages``)."""
+        return self._submit(messages, sampling).result()
+
     async def agenerate(
         self,
         messages: list[dict[str, Any]],

@@ -30,8 +30,13 @@ class RunningServer:
     port: int
     url: str
     announcer: MdnsAnnouncer | None
+    stopped: bool = False
 
     async def stop(self) -> None:
+        """Withdraw the mDNS announcement, then close the sockets (idempotent)."""
+        if self.stopped:
+            return
+        self.stopped = True
         if self.announcer is not None:
             await self.announcer.stop()  # withdraw before the sockets close
         await self.runner.cleanup()
