@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -51,8 +52,11 @@ class LiveServer:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        with httpx.Client(base_url=self.url) as client:
+    def wait_ready(self, timeout: float = 120.0, verify: str | bool = True) -> None:
+        context: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        with httpx.Client(base_url=self.url, verify=context) as client:
             end = time.monotonic() + timeout
             while time.monotonic() < end:
                 if client.get("/readyz").status_code == 200:

@@ -52,9 +52,10 @@ def get_settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def configure_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(verbose: int, json_lines: bool = False) -> None:
+    from skinspector.core.logs import configure
+
+    configure(logging.WARNING - 10 * min(verbose, 2), json_lines)
 
 
 PathArg = click.Path(path_type=Path)

@@ -18,13 +18,14 @@ from skinspector.core.settings import Settings
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="skinspector")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--log-json", is_flag=True, help="Log JSON lines (for services).")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
+def cli(ctx: click.Context, verbose: int, log_json: bool) -> None:
     """SKINspectoR edge: offline dermatology decision support for remote clinics.
 
     Settings come from SKINSPECTOR_* environment variables (nested with '__'), then flags.
     """
-    configure_logging(verbose)
+    configure_logging(verbose, log_json)
     ctx.obj = Settings()
 
 

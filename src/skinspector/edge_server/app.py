@@ -23,7 +23,7 @@ from skinspector.edge_server.auth import auth_middleware
 from skinspector.edge_server.bundle import DEMO_WARNING, ActiveBundle, resolve_bundle
 from skinspector.edge_server.devices import DeviceRegistry
 from skinspector.edge_server.events import EventHub
-from skinspector.edge_server.http_errors import error_middleware
+from skinspector.edge_server.http_errors import access_log_middleware, error_middleware
 from skinspector.edge_server.metrics import Metrics
 from skinspector.edge_server.routes_cases import routes as case_routes
 from skinspector.edge_server.routes_openai import routes as openai_routes
@@ -42,7 +42,7 @@ def create_app(settings: EdgeSettings, bundle: ActiveBundle | None = None) -> we
     """Build the app. ``bundle`` overrides bundle resolution (tests, benchmarks)."""
     server = settings.server
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[access_log_middleware, error_middleware, auth_middleware],
         client_max_size=server.max_json_bytes,
     )
     app[keys.SETTINGS] = settings
@@ -122,9 +122,9 @@ async def _model(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(load_in_background())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # A thread cannot be cancelled: let a load in progress finish, then free what it made
+    # (abandoning it half-way leaves ChromaDB's per-path client cache inconsistent).
+    await task
     if runtime.analyzer is not None:
         runtime.analyzer.close()
     if runtime.model is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -22,9 +23,10 @@ from skinspector.edge_server.devices import (
     PairingRateLimited,
 )
 
-__all__ = ["ApiError", "error_middleware", "raise_api_error"]
+__all__ = ["ApiError", "access_log_middleware", "error_middleware", "raise_api_error"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("skinspector.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -81,6 +83,35 @@ def _translate(exc: Exception) -> ApiError | None:
         ]
         return ApiError(422, "invalid_fields", "some fields are invalid", details=details)
     return None
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One structured line per request: method, route pattern (not the query string), status,
+    duration. No bodies, headers, tokens or client file names."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        access_log.info(
+            "%s %s %d",
+            request.method,
+            route,
+            status,
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+            },
+        )
 
 
 @web.middleware
