@@ -106,7 +106,7 @@ def test_describe_json_with_tiny_model(tmp_path: Path, tiny_model) -> None:  # t
     ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)
     assert payload["image"]["width"] % 28 == 0
     assert payload["generation"]["completion_tokens"] == 16
     assessment = payload["assessment"]
@@ -114,7 +114,7 @@ def test_describe_json_with_tiny_model(tmp_path: Path, tiny_model) -> None:  # t
     # A random model states no usable action: the safe default applies and says so.
     assert assessment["action"] in ("routine referral", "urgent referral", "self-care")
     again = CliRunner().invoke(cli, args)
-    assert json.loads(again.output)["assessment"]["raw_text"] == assessment["raw_text"]
+    assert json.loads(again.stdout)["assessment"]["raw_text"] == assessment["raw_text"]
 
 
 @pytest.mark.slow

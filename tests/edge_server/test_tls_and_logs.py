@@ -70,20 +70,19 @@ def test_logs_hold_no_patient_data(
 ) -> None:
     secret = "Siti-Rahmawati-RT05-SECRETNOTE"
     token = live_server.pair("ward phone")
-    with caplog.at_level(logging.DEBUG):
-        with live_server.client(token) as client:
-            case_id = upload(
-                client, [photo(9)], {"notes": secret, "body_site": secret[:20], "language": "en"}
-            ).json()["id"]
-            read_events(client, case_id)
-            bad = client.post(
-                "/api/v1/cases",
-                files=[
-                    ("metadata", (None, json.dumps({"notes": secret, "age_years": "x"}), "a/b")),
-                    ("photo", ("p.jpg", photo(1), "image/jpeg")),
-                ],
-            )
-            assert bad.status_code == 422
+    with caplog.at_level(logging.DEBUG), live_server.client(token) as client:
+        case_id = upload(
+            client, [photo(9)], {"notes": secret, "body_site": secret[:20], "language": "en"}
+        ).json()["id"]
+        read_events(client, case_id)
+        bad = client.post(
+            "/api/v1/cases",
+            files=[
+                ("metadata", (None, json.dumps({"notes": secret, "age_years": "x"}), "a/b")),
+                ("photo", ("p.jpg", photo(1), "image/jpeg")),
+            ],
+        )
+        assert bad.status_code == 422
     formatter = JsonFormatter()
     lines = [formatter.format(record) for record in caplog.records]
     assert lines

@@ -37,6 +37,9 @@ def configure(level: int, json_lines: bool) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name("skinspector")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in [h for h in root.handlers if h.get_name() == "skinspector"]:
+        root.removeHandler(old)  # ours from an earlier call; others' handlers stay
+    root.addHandler(handler)
     root.setLevel(level)
