@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from skinspector.cli._common import PathArg, get_settings, translate_errors
+from skinspector.cli._common import ExistingFile, PathArg, get_settings, translate_errors
 from skinspector.core.settings import Settings
 from skinspector.kb_builder.chunking import ChunkingParams
 from skinspector.kb_builder.embedding import (
@@ -73,7 +73,7 @@ def kb() -> None:
 )
 @click.option(
     "--embedder-gguf",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=ExistingFile,
     default=None,
     help="GGUF of the same model to bundle (for sentence-transformers).",
 )
@@ -241,7 +241,7 @@ def convert_embedder(hf_dir: Path | None, out_file: Path, outtype: str) -> None:
 @click.option("--hf-model", default=None, help="HF id/path (default: the demo model).")
 @click.option(
     "--gguf",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=ExistingFile,
     default=None,
     help="GGUF of the same model (default: the index's bundled one).",
 )

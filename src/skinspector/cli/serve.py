@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from skinspector.cli._common import PathArg, translate_errors
+from skinspector.cli._common import ExistingFile, PathArg, translate_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,7 +26,7 @@ def config_options(func: F) -> F:
     return click.option(
         "--config",
         "config",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=ExistingFile,
         default=None,
         help="TOML settings file.",
     )(func)
@@ -54,13 +54,13 @@ def load_settings(config: Path | None, data_dir: Path | None, **server: Any) -> 
 )
 @click.option(
     "--tls-cert",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=ExistingFile,
     default=None,
     help="PEM certificate (with --tls-key: HTTPS).",
 )
 @click.option(
     "--tls-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=ExistingFile,
     default=None,
     help="PEM private key.",
 )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from skinspector.core.errors import (
     ImageDecodeError,
@@ -23,7 +24,15 @@ from skinspector.edge_server.devices import (
     PairingRateLimited,
 )
 
-__all__ = ["ApiError", "access_log_middleware", "error_middleware", "raise_api_error"]
+__all__ = [
+    "ApiError",
+    "access_log_middleware",
+    "error_middleware",
+    "json_body",
+    "raise_api_error",
+]
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("skinspector.access")
@@ -50,6 +59,17 @@ class ApiError(Exception):
     def response(self) -> web.Response:
         body = {"error": {"code": self.code, "message": self.message, **self.extra}}
         return web.json_response(body, status=self.status, headers=self.headers)
+
+
+async def json_body(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body validated as ``model`` (415/400/422 otherwise)."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send application/json")
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from exc
+    return model.model_validate(raw)  # ValidationError -> 422 by error_middleware
 
 
 def raise_api_error(status: int, code: str, message: str, **extra: Any) -> NoReturn:

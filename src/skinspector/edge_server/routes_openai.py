@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skinspector.core.imaging import prepare_image
 from skinspector.core.settings import ImageSettings
-from skinspector.edge_server.http_errors import ApiError
+from skinspector.edge_server.http_errors import ApiError, json_body
 from skinspector.edge_server.keys import ADMISSION, BUNDLE, METRICS, RUNTIME, SETTINGS
 
 __all__ = ["routes"]
@@ -123,13 +123,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send application/json")
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from exc
-    chat = ChatRequest.model_validate(body)
+    chat = await json_body(request, ChatRequest)
     bundle = app[BUNDLE]
     if chat.model not in (None, bundle.manifest.model_id):
         raise ApiError(404, "model_not_found", f"this box serves {bundle.manifest.model_id!r}")

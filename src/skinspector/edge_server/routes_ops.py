@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import socket
 import time
 
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skinspector import __version__
 from skinspector.edge_server.auth import current_device, is_loopback, require_loopback
 from skinspector.edge_server.bundle import DEMO_WARNING
-from skinspector.edge_server.http_errors import ApiError
+from skinspector.edge_server.http_errors import json_body
 from skinspector.edge_server.keys import ADMISSION, BUNDLE, DEVICES, METRICS, RUNTIME, SETTINGS
 from skinspector.edge_server.qr import pairing_url, qr_svg
 
@@ -93,13 +92,7 @@ class PairRequest(BaseModel):
 @routes.post("/api/v1/pair")
 async def pair(request: web.Request) -> web.Response:
     """Exchange a one-time pairing code for a device token (returned once)."""
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send application/json")
-    try:
-        raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from exc
-    body = PairRequest.model_validate(raw)
+    body = await json_body(request, PairRequest)
     issued = await asyncio.to_thread(
         request.app[DEVICES].redeem, body.code, body.device_name, request.remote or "unknown"
     )
