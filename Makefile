@@ -44,6 +44,7 @@ lint: $(STAMP)  ## ruff + mypy
 	$(BIN)/mypy
 
 test: lint  ## lint, then the whole test suite (tiny models are built once and cached)
+	bash scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
 test-fast: $(STAMP)  ## tests that need no model build

@@ -44,7 +44,7 @@ def start(data_dir: Path, port: int, cache_dir: Path) -> subprocess.Popen[bytes]
         [
             sys.executable,
             "-m",
-            "skinspector.cli.main",
+            "skinspector",
             "serve",
             "--data-dir",
             str(data_dir),

@@ -140,7 +140,7 @@ def test_health_ready_metrics(live_server: LiveServer) -> None:
 
 def test_status_page_warns_about_demo(live_server: LiveServer) -> None:
     with live_server.client() as client:
-        page = client.get("/").text
+        page = client.get("/status").text
         pair_page = client.get("/pair")
     assert "random text" in page
     assert pair_page.status_code == 200  # the test client is on the box itself

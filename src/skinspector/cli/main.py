@@ -10,8 +10,10 @@ from skinspector import __version__
 from skinspector.cli._common import configure_logging
 from skinspector.cli.describe import describe
 from skinspector.cli.dev import dev
+from skinspector.cli.hub import hub
 from skinspector.cli.kb import kb
 from skinspector.cli.serve import devices, pair, serve
+from skinspector.cli.sync import sync
 from skinspector.core.settings import Settings
 
 
@@ -35,11 +37,9 @@ cli.add_command(kb)
 cli.add_command(serve)
 cli.add_command(pair)
 cli.add_command(devices)
+cli.add_command(sync)
+cli.add_command(hub)
 
 
 def main() -> None:
     cli(prog_name="skinspector", args=sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()

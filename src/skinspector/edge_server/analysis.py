@@ -204,6 +204,7 @@ class Analyzer:
                     "title": h.title,
                     "heading": h.heading,
                     "page": h.page,
+                    "text": h.text,
                     "score": round(h.score, 6),
                     "semantic": round(h.semantic, 6),
                     "lexical": round(h.lexical, 6),

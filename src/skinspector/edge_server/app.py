@@ -27,6 +27,7 @@ from skinspector.edge_server.http_errors import access_log_middleware, error_mid
 from skinspector.edge_server.metrics import Metrics
 from skinspector.edge_server.routes_cases import routes as case_routes
 from skinspector.edge_server.routes_openai import routes as openai_routes
+from skinspector.edge_server.routes_ops import PHONE_APP
 from skinspector.edge_server.routes_ops import routes as ops_routes
 from skinspector.edge_server.safety import load_rules
 from skinspector.edge_server.settings import EdgeSettings
@@ -52,9 +53,11 @@ def create_app(settings: EdgeSettings, bundle: ActiveBundle | None = None) -> we
     app.cleanup_ctx.append(_storage(bundle))
     app.cleanup_ctx.append(_model)
     app.cleanup_ctx.append(_worker)
+    app.cleanup_ctx.append(_sync)
     app.add_routes(ops_routes)
     app.add_routes(case_routes)
     app.add_routes(openai_routes)
+    app.router.add_static("/app/", PHONE_APP, append_version=False, follow_symlinks=False)
     return app
 
 
@@ -149,6 +152,7 @@ async def _analyse_one(app: web.Application, case_id: str) -> None:
         outcome = await app[keys.RUNTIME].require_analyzer().analyse(case.context, photos, emit)
         status = CaseStatus.REJECTED if outcome.rejected else CaseStatus.DONE
         await asyncio.to_thread(store.set_status, case_id, status, result=outcome.result)
+        app[keys.RUNTIME].wake_sync()  # the case can now be sent to the hub
     except asyncio.CancelledError:
         raise  # shutting down: the case stays "analysing" and resumes at the next start
     except Exception as exc:
@@ -180,3 +184,28 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _sync(app: web.Application) -> AsyncIterator[None]:
+    """The outbox always exists (cases queue up before a hub is configured); the agent runs
+    when a hub and clinic keys are configured (``skinspector sync init`` / ``set-hub``)."""
+    from skinspector.edge_server.sync_wiring import build_agent, open_outbox
+
+    settings = app[keys.SETTINGS]
+    outbox = await asyncio.to_thread(open_outbox, settings.server.data_dir)
+    ids = await asyncio.to_thread(app[keys.STORE].case_ids)
+    if await asyncio.to_thread(outbox.enqueue_missing, ids):
+        log.warning("queued stored cases the outbox was missing (crash before enqueue)")
+    app[keys.OUTBOX] = outbox
+    agent = await asyncio.to_thread(build_agent, settings, app[keys.STORE], outbox)
+    stop = asyncio.Event()
+    task = None
+    if agent is not None:
+        app[keys.RUNTIME].sync_agent = agent
+        task = asyncio.create_task(agent.run(stop))
+        log.info("sync agent started")
+    yield
+    stop.set()
+    if task is not None:
+        await task
+    outbox.close()

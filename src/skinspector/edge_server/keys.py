@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -17,6 +18,10 @@ from skinspector.edge_server.events import EventHub
 from skinspector.edge_server.metrics import Metrics
 from skinspector.edge_server.settings import EdgeSettings
 from skinspector.edge_server.store import CaseStore
+from skinspector.sync_agent.outbox import Outbox
+
+if TYPE_CHECKING:
+    from skinspector.sync_agent.agent import SyncAgent
 
 __all__ = [
     "ADMISSION",
@@ -24,6 +29,7 @@ __all__ = [
     "DEVICES",
     "EVENTS",
     "METRICS",
+    "OUTBOX",
     "RUNTIME",
     "SETTINGS",
     "STORE",
@@ -40,6 +46,11 @@ class Runtime:
     model: VisionLanguageModel | None = None
     analyzer: Analyzer | None = None
     error: str | None = None
+    sync_agent: SyncAgent | None = None
+
+    def wake_sync(self) -> None:
+        if self.sync_agent is not None:
+            self.sync_agent.wake()
 
     def require_analyzer(self) -> Analyzer:
         if self.analyzer is None:
@@ -55,4 +66,5 @@ EVENTS = web.AppKey("events", EventHub)
 METRICS = web.AppKey("metrics", Metrics)
 ADMISSION = web.AppKey("admission", Admission)
 RUNTIME = web.AppKey("runtime", Runtime)
+OUTBOX = web.AppKey("outbox", Outbox)
 WORK_QUEUE: web.AppKey[asyncio.Queue[str]] = web.AppKey("work_queue")

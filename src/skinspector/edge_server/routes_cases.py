@@ -14,7 +14,15 @@ from skinspector.core.imaging import prepare_image
 from skinspector.core.settings import ImageSettings
 from skinspector.edge_server.auth import current_device
 from skinspector.edge_server.http_errors import ApiError
-from skinspector.edge_server.keys import ADMISSION, EVENTS, METRICS, SETTINGS, STORE, WORK_QUEUE
+from skinspector.edge_server.keys import (
+    ADMISSION,
+    EVENTS,
+    METRICS,
+    OUTBOX,
+    SETTINGS,
+    STORE,
+    WORK_QUEUE,
+)
 from skinspector.edge_server.store import CaseRecord, CaseStatus, NewPhoto
 
 __all__ = ["routes"]
@@ -136,6 +144,7 @@ async def create_case(request: web.Request) -> web.Response:
     except BaseException:
         admission.release()
         raise
+    await asyncio.to_thread(app[OUTBOX].enqueue, case.id)
     await app[WORK_QUEUE].put(case.id)
     return web.json_response(
         {
@@ -171,15 +180,32 @@ async def list_cases(request: web.Request) -> web.Response:
     if not 1 <= limit <= 100:
         raise ApiError(400, "bad_query", "limit must be between 1 and 100")
     cases = await asyncio.to_thread(request.app[STORE].list_cases, limit, before_seq)
-    body: dict[str, Any] = {"cases": [c.public() for c in cases]}
+    body: dict[str, Any] = {"cases": [await _public(request, c) for c in cases]}
     if len(cases) == limit:
         body["next"] = f"/api/v1/cases?limit={limit}&before={cases[-1].seq}"
     return web.json_response(body)
 
 
+async def _public(request: web.Request, case: CaseRecord) -> dict[str, Any]:
+    """The case as the API shows it, with its sync state (queued / sent / reviewed)."""
+    body = case.public()
+    entry = await asyncio.to_thread(request.app[OUTBOX].get, case.id)
+    body["sync"] = (
+        None
+        if entry is None
+        else {
+            "state": entry.state.value,
+            "sent_at": entry.sent_at,
+            "last_error": entry.last_error,
+            "next_attempt_at": entry.next_attempt_at if entry.state.value == "queued" else None,
+        }
+    )
+    return body
+
+
 @routes.get("/api/v1/cases/{case_id}")
 async def get_case(request: web.Request) -> web.Response:
-    return web.json_response(_get_case(request).public())
+    return web.json_response(await _public(request, _get_case(request)))
 
 
 @routes.get("/api/v1/cases/{case_id}/photos/{index}")

@@ -6,6 +6,7 @@ import asyncio
 import html
 import socket
 import time
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -111,6 +112,23 @@ _PAGE = """<!doctype html>
 <body>{banner}{body}</body></html>"""
 
 
+PHONE_APP = Path(__file__).resolve().parents[1] / "clients" / "phone"
+
+
+@routes.get("/")
+@routes.get("/app/")
+async def phone_app(request: web.Request) -> web.FileResponse:
+    """The phone web app (``clients/phone``); its assets are served under ``/app/``."""
+    return web.FileResponse(
+        PHONE_APP / "index.html",
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+            "style-src 'self'; connect-src 'self'",
+        },
+    )
+
+
 def _page(request: web.Request, title: str, body: str) -> web.Response:
     banner = (
         f'<p class="demo" role="alert">{html.escape(DEMO_WARNING)}</p>'
@@ -128,8 +146,8 @@ def _page(request: web.Request, title: str, body: str) -> web.Response:
     )
 
 
-@routes.get("/")
-async def index(request: web.Request) -> web.Response:
+@routes.get("/status")
+async def status_page(request: web.Request) -> web.Response:
     bundle = request.app[BUNDLE]
     ready = request.app[RUNTIME].ready.is_set()
     body = (

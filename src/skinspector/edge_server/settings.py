@@ -18,6 +18,7 @@ from skinspector.core.settings import Settings
 from skinspector.edge_server.devices import PairingSettings
 from skinspector.edge_server.mdns import MdnsSettings
 from skinspector.edge_server.safety import QualitySettings
+from skinspector.sync_agent.settings import SyncSettings
 
 __all__ = ["AnalysisSettings", "EdgeSettings", "ServerSettings"]
 
@@ -56,6 +57,7 @@ class ServerSettings(BaseModel):
     pairing: PairingSettings = Field(default_factory=PairingSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:

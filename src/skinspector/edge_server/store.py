@@ -295,6 +295,10 @@ class CaseStore:
             photos = self._photos([r["id"] for r in rows])
             return [self._record(r, photos[r["id"]]) for r in rows]
 
+    def case_ids(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT id FROM cases ORDER BY seq")]
+
     def unfinished(self) -> list[str]:
         """Cases whose analysis has not ended, oldest first (to resume after a restart)."""
         with self._lock:

@@ -1,0 +1,5 @@
+"""``python -m skinspector``: the CLI."""
+
+from skinspector.cli import main
+
+main()
