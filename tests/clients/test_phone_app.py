@@ -619,31 +619,30 @@ def test_case_list_shows_real_statuses(live_server: LiveServer, page: Page) -> N
         reviewed = upload(client, lesion_photo(seed=12), {"body_site": "lengan", "language": "id"})
         for case_id in (urgent, rejected, reviewed):
             wait_finished(client, case_id)
-        live_server.running.app[keys.STORE].set_review(
-            reviewed,
-            {
-                "reviewer": "dr. Ayu, SpKK",
-                "diagnosis": "Tinea corporis",
-                "action": "self-care",
-                "comments": "Krim antijamur 2 minggu.",
-                "reviewed_at": time.time(),
-            },
-        )
         sent_later = upload(client, lesion_photo(seed=13), {"language": "id"})
         wait_finished(client, sent_later)
         fresh = upload(client, lesion_photo(seed=14), {"language": "id"})
+    # What the sync agent does: the hub acknowledged two cases, and one review came back.
+    app = live_server.running.app
+    outbox = app[keys.OUTBOX]
+    for case_id in (sent_later, reviewed):
+        outbox.attach_envelope(case_id, f"env-{case_id}", f"digest-{case_id}", b"sealed")
+        assert outbox.mark_sent(case_id, f"digest-{case_id}")
+    app[keys.STORE].set_review(
+        reviewed,
+        {
+            "format": 1,
+            "case_id": reviewed,
+            "reviewer": "dr. Ayu, SpKK",
+            "diagnosis": "Tinea corporis",
+            "management": "Krim antijamur 2 minggu.",
+            "urgency": "self-care",
+            "message": "Kontrol bila tidak membaik.",
+            "reviewed_at": time.time(),
+        },
+    )
+    outbox.mark_reviewed(reviewed)
 
-    # A future field: the sync agent marks cases it sent to a dermatologist.
-    def mark_sent(route: Any) -> None:
-        # Playwright fetches from outside the browser, without its host mapping.
-        response = route.fetch(url=route.request.url.replace(BOX_HOST, "127.0.0.1"))
-        body = response.json()
-        for case in body.get("cases", []):
-            if case["id"] == sent_later:
-                case["sync"] = "sent"
-        route.fulfill(response=response, json=body)
-
-    page.route("**/api/v1/cases?*", mark_sent)
     page.click("#tabs a[href='#cases']")
     rows = page.locator("#case-list li.case-row")
     expect(rows).to_have_count(5)
@@ -677,6 +676,8 @@ def test_case_list_shows_real_statuses(live_server: LiveServer, page: Page) -> N
     expect(review).to_contain_text("dr. Ayu, SpKK")
     expect(review).to_contain_text("Tinea corporis")
     expect(review).to_contain_text("Perawatan mandiri")
+    expect(review).to_contain_text("Krim antijamur 2 minggu.")
+    expect(review).to_contain_text("Kontrol bila tidak membaik.")
     expect(page.locator("#case-status")).to_have_attribute("data-status", "reviewed")
     page.go_back()
     expect(page.locator(f"#case-list li[data-id='{reviewed}'] .row-review")).to_contain_text(
@@ -687,5 +688,10 @@ def test_case_list_shows_real_statuses(live_server: LiveServer, page: Page) -> N
     assert_no_stray_text(page)
     assert_fits_phone(page)
     shot(page, "12-case-reviewed")
+    page.go_back()
+    page.click(f"#case-list li[data-id='{sent_later}'] a")
+    expect(page.locator("#sync-note")).to_contain_text("Kasus ini sudah dikirim ke dokter kulit")
+    expect(page.locator("#case-status")).to_have_attribute("data-status", "sent")
+    shot(page, "13-case-sent")
     with live_server.client(token) as client:
         wait_finished(client, fresh)

@@ -52,14 +52,23 @@ class FaultyProxy:
         self.counts: Counter[str] = Counter()
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = int(self.server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        """Stop listening, cut every open connection and wait for the handlers to end."""
         if self.server is not None:
             self.server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
             await self.server.wait_closed()
 
     def _pick(self) -> str:
@@ -73,6 +82,18 @@ class FaultyProxy:
             return None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._proxy(reader, writer)
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()
+            self._tasks.discard(task)
+
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         fault = self._pick()
         self.counts[fault] += 1
         if fault == "refuse":
@@ -83,6 +104,7 @@ class FaultyProxy:
             _abort(writer)
             return
         up_reader, up_writer = upstream
+        self._writers.add(up_writer)
         captured = bytearray()
         cut = self.rng.randint(200, 6000) if fault == "reset_mid_body" else None
         if fault == "delay":
@@ -121,9 +143,11 @@ class FaultyProxy:
                 with contextlib.suppress(OSError, RuntimeError):
                     writer.close()
 
-        await asyncio.gather(client_to_upstream(), upstream_to_client())
-        with contextlib.suppress(OSError, RuntimeError):
-            up_writer.close()
+        try:
+            await asyncio.gather(client_to_upstream(), upstream_to_client())
+        finally:
+            self._writers.discard(up_writer)
+            up_writer.transport.abort()
         if fault == "duplicate" and captured:
             await self._replay(bytes(captured))
 
@@ -132,6 +156,7 @@ class FaultyProxy:
         if upstream is None:
             return
         up_reader, up_writer = upstream
+        self._writers.add(up_writer)
         try:
             up_writer.write(data)
             await up_writer.drain()
@@ -140,5 +165,5 @@ class FaultyProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            with contextlib.suppress(OSError, RuntimeError):
-                up_writer.close()
+            self._writers.discard(up_writer)
+            up_writer.transport.abort()

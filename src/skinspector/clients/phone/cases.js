@@ -11,10 +11,14 @@ import { $, fill, h, randomId, sleep } from './ui.js';
 const FINAL = new Set(['done', 'rejected', 'failed']);
 const ACTIONS = { 'urgent referral': 'urgent', 'routine referral': 'routine', 'self-care': 'selfcare' };
 
+/** The case's sync state toward the dermatologist: 'queued' | 'sent' | 'reviewed' | null
+ * (the box sends {state, sent_at, ...}; a bare string is accepted too). */
+const syncState = (c) => (typeof c.sync === 'string' ? c.sync : c.sync?.state) || null;
+
 /** What a person should read as the case's state. */
 export function statusKey(c) {
-  if (c.review) return 'reviewed';
-  if (c.sync === 'sent') return 'sent';
+  if (c.review || syncState(c) === 'reviewed') return 'reviewed';
+  if (syncState(c) === 'sent') return 'sent';
   return c.status;
 }
 
@@ -79,10 +83,25 @@ function caseRow(c) {
       c.review ? h('span', { class: 'row-review' }, reviewLine(c.review)) : null));
 }
 
+/** A review as the box stores it ({reviewer, diagnosis, management, urgency, message,
+ * reviewed_at}); 'action' and 'comments' are accepted for urgency and message. */
+function reviewFields(review) {
+  const r = review && typeof review === 'object' ? review : { message: String(review) };
+  const action = r.action ?? r.urgency;
+  return {
+    reviewer: r.reviewer,
+    diagnosis: r.diagnosis,
+    action: ACTIONS[action] ? t(`action_${ACTIONS[action]}`) : action,
+    management: r.management,
+    comments: r.comments ?? r.message,
+    reviewedAt: r.reviewed_at,
+  };
+}
+
 function reviewLine(review) {
-  const r = review && typeof review === 'object' ? review : { comments: String(review) };
+  const r = reviewFields(review);
   const text = [r.diagnosis, r.comments].filter(Boolean).join(' – ');
-  return `${t('review_title')}: ${text || t(`st_reviewed`)}`;
+  return `${t('review_title')}: ${text || t('st_reviewed')}`;
 }
 
 export function renderList() {
@@ -339,16 +358,22 @@ function field(label, value) {
 }
 
 function reviewSection(review) {
-  const r = review && typeof review === 'object' ? review : { comments: String(review) };
-  const action = ACTIONS[r.action] ? t(`action_${ACTIONS[r.action]}`) : r.action;
+  const r = reviewFields(review);
   return h('section', { id: 'review', class: 'card review' },
     h('h3', {}, t('review_title')),
     h('dl', {},
       field(t('review_by'), r.reviewer),
       field(t('review_diagnosis'), r.diagnosis),
-      field(t('review_action'), action),
+      field(t('review_action'), r.action),
+      field(t('review_management'), r.management),
       field(t('review_comments'), r.comments),
-      field(t('review_at'), r.reviewed_at != null ? formatTime(r.reviewed_at) : null)));
+      field(t('review_at'), r.reviewedAt != null ? formatTime(r.reviewedAt) : null)));
+}
+
+function syncNote(c) {
+  const sentAt = typeof c.sync === 'object' ? c.sync?.sent_at : null;
+  return h('p', { class: 'card sync-note', id: 'sync-note' }, t('sync_sent_note'),
+    sentAt ? h('span', { class: 'dim' }, ` (${formatTime(sentAt)})`) : null);
 }
 
 function referencesSection(refs) {
@@ -396,6 +421,8 @@ function doneSections(v) {
   const key = ACTIONS[a.action] || 'routine';
   const flags = a.red_flags || [];
   return [
+    // A dermatologist's review outranks the model: it comes first.
+    v.case.review ? reviewSection(v.case.review) : null,
     h('section', {
       id: 'action-banner', class: `banner banner-${key}`, dataset: { action: key },
       role: key === 'urgent' ? 'alert' : null,
@@ -408,8 +435,7 @@ function doneSections(v) {
       ? h('div', { id: 'red-flags' }, h('p', { class: 'flags-title' }, t('red_flags')),
         h('ul', {}, flags.map((f) => h('li', {}, f))))
       : null),
-    v.case.review ? reviewSection(v.case.review) : null,
-    v.case.sync === 'sent' && !v.case.review ? h('p', { class: 'card sync-note' }, t('sync_sent_note')) : null,
+    syncState(v.case) === 'sent' && !v.case.review ? syncNote(v.case) : null,
     disclaimerBox(a.disclaimer || result.disclaimer),
     a.likely_conditions?.length
       ? h('section', { class: 'card' }, h('h3', {}, t('likely')),
