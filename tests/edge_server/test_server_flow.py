@@ -187,3 +187,45 @@ def test_server_is_found_by_mdns_and_withdraws(live_server_factory: Any) -> None
     assert txt["demo"] == "1"
     asyncio.run_coroutine_threadsafe(server.running.stop(), server.loop).result(60)
     assert not [s for s in _browse_in_second_process() if s["port"] == port]
+
+
+def test_idempotent_upload_stores_once(live_server: LiveServer) -> None:
+    """A phone that lost the 201 retries with the same Idempotency-Key: one case only."""
+    token = live_server.pair()
+    files = [
+        ("metadata", (None, json.dumps({"notes": "retry"}), "application/json")),
+        ("photo", ("p.jpg", photo(6), "image/jpeg")),
+    ]
+    with live_server.client(token) as client:
+        first = client.post("/api/v1/cases", files=files, headers={"Idempotency-Key": "local-1"})
+        again = client.post("/api/v1/cases", files=files, headers={"Idempotency-Key": "local-1"})
+        other = client.post("/api/v1/cases", files=files, headers={"Idempotency-Key": "local-2"})
+        bad = client.post("/api/v1/cases", files=files, headers={"Idempotency-Key": "x" * 200})
+        listed = client.get("/api/v1/cases").json()["cases"]
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert other.status_code == 201
+    assert other.json()["id"] != first.json()["id"]
+    assert bad.status_code == 400
+    assert len(listed) == 2
+    # another device's identical key is its own
+    with live_server.client(live_server.pair("second")) as client:
+        assert (
+            client.post(
+                "/api/v1/cases", files=files, headers={"Idempotency-Key": "local-1"}
+            ).status_code
+            == 201
+        )
+
+
+def test_app_files_must_be_revalidated(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        page = client.get("/")
+        script = client.get("/app/app.js")
+        missing = client.get("/app/../../etc/passwd")
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
+    assert script.status_code == 200
+    assert script.headers["cache-control"] == "no-cache"
+    assert missing.status_code == 404

@@ -58,7 +58,15 @@ def create_app(settings: EdgeSettings, bundle: ActiveBundle | None = None) -> we
     app.add_routes(case_routes)
     app.add_routes(openai_routes)
     app.router.add_static("/app/", PHONE_APP, append_version=False, follow_symlinks=False)
+    app.on_response_prepare.append(_no_stale_app)
     return app
+
+
+async def _no_stale_app(request: web.Request, response: web.StreamResponse) -> None:
+    """Phones must revalidate the app's files (a 304 is cheap) so an updated box never
+    runs old JavaScript against a new page."""
+    if request.path.startswith("/app/"):
+        response.headers["Cache-Control"] = "no-cache"
 
 
 def _storage(bundle: ActiveBundle | None):  # type: ignore[no-untyped-def]
@@ -207,5 +215,8 @@ async def _sync(app: web.Application) -> AsyncIterator[None]:
     yield
     stop.set()
     if task is not None:
-        await task
+        try:  # a round in flight gets a grace period; its case stays queued if cut off
+            await asyncio.wait_for(task, timeout=10)
+        except TimeoutError:
+            log.warning("stopped the sync agent in the middle of a round")
     outbox.close()

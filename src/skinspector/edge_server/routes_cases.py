@@ -123,6 +123,14 @@ async def _parse_upload(request: web.Request) -> tuple[ClinicalContext, list[byt
 async def create_case(request: web.Request) -> web.Response:
     """201 only after the case and its photos are durably stored."""
     app = request.app
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
+        raise ApiError(400, "bad_idempotency_key", "Idempotency-Key must be 1-128 characters")
+    device = current_device(request)
+    if key is not None:  # a retry of a request whose answer was lost: same case, stored once
+        earlier = await asyncio.to_thread(app[STORE].case_for_key, device.id, key)
+        if earlier is not None:
+            return _created(earlier, status=200)
     admission = app[ADMISSION]
     if not admission.try_acquire():
         app[METRICS].rejected.inc()
@@ -139,13 +147,16 @@ async def create_case(request: web.Request) -> web.Response:
         cleaned = await asyncio.to_thread(
             lambda: [_clean_photo(photo, image_settings) for photo in photos]
         )
-        device = current_device(request)
-        case = await asyncio.to_thread(app[STORE].create_case, context, cleaned, device.id)
+        case = await asyncio.to_thread(app[STORE].create_case, context, cleaned, device.id, key)
     except BaseException:
         admission.release()
         raise
     await asyncio.to_thread(app[OUTBOX].enqueue, case.id)
     await app[WORK_QUEUE].put(case.id)
+    return _created(case, status=201)
+
+
+def _created(case: CaseRecord, status: int) -> web.Response:
     return web.json_response(
         {
             "id": case.id,
@@ -155,7 +166,7 @@ async def create_case(request: web.Request) -> web.Response:
                 "events": f"/api/v1/cases/{case.id}/events",
             },
         },
-        status=201,
+        status=status,
     )
 
 

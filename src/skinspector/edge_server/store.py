@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS photos (
     PRIMARY KEY (case_id, idx)
 );
 CREATE INDEX IF NOT EXISTS cases_status ON cases(status);
+CREATE TABLE IF NOT EXISTS case_keys (
+    device_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    case_id TEXT NOT NULL REFERENCES cases(id),
+    PRIMARY KEY (device_id, idempotency_key)
+);
 """
 
 
@@ -116,6 +122,11 @@ class NewPhoto:
     height: int
 
 
+class _Duplicate(Exception):
+    def __init__(self, case_id: str) -> None:
+        self.case_id = case_id
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -171,10 +182,27 @@ class CaseStore:
 
     # ------------------------------------------------------------------ writes
 
+    def case_for_key(self, device_id: str, idempotency_key: str) -> CaseRecord | None:
+        """The case a device already created with this idempotency key, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT case_id FROM case_keys WHERE device_id = ? AND idempotency_key = ?",
+                (device_id, idempotency_key),
+            ).fetchone()
+        return self.get(row[0]) if row else None
+
     def create_case(
-        self, context: ClinicalContext, photos: Sequence[NewPhoto], device_id: str | None
+        self,
+        context: ClinicalContext,
+        photos: Sequence[NewPhoto],
+        device_id: str | None,
+        idempotency_key: str | None = None,
     ) -> CaseRecord:
-        """Store photos durably, then commit the row. Returns only when both are on disk."""
+        """Store photos durably, then commit the row. Returns only when both are on disk.
+
+        With an ``idempotency_key`` (per device), a repeat of an earlier request returns the
+        case that request created instead of storing a second one.
+        """
         case_id = uuid.uuid4().hex
         folder = self.photo_root / case_id
         folder.mkdir(mode=0o700)
@@ -191,6 +219,13 @@ class CaseStore:
                 )
             now = time.time()
             with self._transaction() as db:
+                if idempotency_key is not None and device_id is not None:
+                    earlier = db.execute(
+                        "SELECT case_id FROM case_keys WHERE device_id = ? AND idempotency_key = ?",
+                        (device_id, idempotency_key),
+                    ).fetchone()
+                    if earlier is not None:
+                        raise _Duplicate(earlier[0])
                 seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM cases").fetchone()[0]
                 db.execute(
                     "INSERT INTO cases (id, seq, created_at, updated_at, status, device_id, "
@@ -212,6 +247,17 @@ class CaseStore:
                         for p in records
                     ],
                 )
+                if idempotency_key is not None and device_id is not None:
+                    db.execute(
+                        "INSERT INTO case_keys VALUES (?, ?, ?)",
+                        (device_id, idempotency_key, case_id),
+                    )
+        except _Duplicate as duplicate:  # a concurrent retry won the race: keep its case
+            shutil.rmtree(folder, ignore_errors=True)
+            existing = self.get(duplicate.case_id)
+            if existing is None:
+                raise RuntimeError("idempotency key points to a missing case") from None
+            return existing
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
