@@ -30,7 +30,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from skinspector.core.errors import InputError, SkinspectorError
+from skinspector.core.storage import immediate_transaction
 
 __all__ = [
     "LAST_SEEN_INTERVAL_SECONDS",
@@ -339,19 +340,9 @@ class DeviceRegistry:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``): committed on success, else rolled back."""
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        return immediate_transaction(self._conn, self._lock)
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

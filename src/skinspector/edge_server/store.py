@@ -16,16 +16,22 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from skinspector.core.case_schema import ClinicalContext
+from skinspector.core.storage import (
+    connect_sqlite,
+    fsync_dir,
+    immediate_transaction,
+    write_atomic,
+)
 
-__all__ = ["CaseRecord", "CaseStatus", "CaseStore", "NewPhoto", "PhotoRecord", "write_atomic"]
+__all__ = ["CaseRecord", "CaseStatus", "CaseStore", "NewPhoto", "PhotoRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -127,25 +133,6 @@ class _Duplicate(Exception):
         self.case_id = case_id
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 class CaseStore:
     """Thread-safe: one connection behind a lock; call it from worker threads."""
 
@@ -156,25 +143,12 @@ class CaseStore:
         os.chmod(data_dir, 0o700)
         self.db_path = data_dir / "cases.sqlite3"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = connect_sqlite(self.db_path)
         self._db.executescript(_SCHEMA)
         os.chmod(self.db_path, 0o600)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:
@@ -206,7 +180,7 @@ class CaseStore:
         case_id = uuid.uuid4().hex
         folder = self.photo_root / case_id
         folder.mkdir(mode=0o700)
-        _fsync_dir(self.photo_root)
+        fsync_dir(self.photo_root)
         records = []
         try:
             for index, photo in enumerate(photos):

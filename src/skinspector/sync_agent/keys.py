@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives.hpke import (
     Suite,
 )
 
+from skinspector.core.storage import fsync_dir
 from skinspector.sync_agent.errors import IdentityError, KeyFileError
 
 __all__ = [
@@ -375,7 +376,7 @@ class PartyKeys:
                 os.fsync(handle.fileno())
             os.replace(tmp_name, target)
             tmp_name = None
-            _fsync_folder(folder)
+            fsync_dir(folder)
         except OSError as exc:
             raise KeyFileError(f"cannot write key file {target}: {exc.strerror}") from exc
         finally:
@@ -469,14 +470,3 @@ def generate_keys() -> PartyKeys:
         kem_mlkem=mlkem.MLKEM768PrivateKey.generate(),
         kem_x25519=x25519.X25519PrivateKey.generate(),
     )
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Persist a rename on POSIX (no-op where folders cannot be opened)."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,16 +8,16 @@ envelope's SHA-256; it becomes ``reviewed`` when the dermatologist's review is a
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from skinspector.core.storage import connect_sqlite, immediate_transaction, write_atomic
 
 __all__ = ["Outbox", "OutboxEntry", "OutboxState"]
 
@@ -59,20 +59,6 @@ class OutboxEntry:
     reviewed_at: float | None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Outbox:
     """Thread-safe; every call is one short transaction."""
 
@@ -83,11 +69,7 @@ class Outbox:
         envelope_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db = connect_sqlite(db_path)
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -97,16 +79,8 @@ class Outbox:
     def _now(self) -> float:
         return float(self._clock())
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self._db, self._lock)
 
     @staticmethod
     def _entry(row: sqlite3.Row) -> OutboxEntry:
@@ -168,7 +142,7 @@ class Outbox:
 
     def attach_envelope(self, case_id: str, envelope_id: str, digest: str, data: bytes) -> None:
         """Keep the sealed envelope so every retry sends exactly these bytes."""
-        _write_atomic(self.envelope_path(case_id), data)
+        write_atomic(self.envelope_path(case_id), data)
         with self._transaction() as db:
             db.execute(
                 "UPDATE sync_outbox SET envelope_id = ?, envelope_digest = ? WHERE case_id = ?",

@@ -44,13 +44,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from skinspector.core.errors import InputError, SkinspectorError
+from skinspector.core.storage import immediate_transaction
 from skinspector.sync_agent.errors import KeyFileError
 from skinspector.sync_agent.hub.auth import check_password_policy, hash_password
 from skinspector.sync_agent.hub.payloads import CasePayload, ReviewFields
@@ -375,17 +375,9 @@ class HubStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        return immediate_transaction(self._db, self._lock)
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -1,0 +1,74 @@
+"""Durable local storage primitives shared by every store (cases, outbox, devices, hub).
+
+- ``write_atomic``: temp file in the same folder, fsync, ``os.replace``, fsync the folder:
+  a reader sees the old file or the new one, never a torn one, even after a power cut.
+- ``connect_sqlite``: WAL journal, ``synchronous=FULL`` (a commit survives power loss),
+  foreign keys, a busy timeout, explicit transactions.
+- ``immediate_transaction``: one ``BEGIN IMMEDIATE`` write transaction under the caller's
+  lock, committed on success and rolled back on any error, so a check-then-write decision
+  cannot race another process writing the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["connect_sqlite", "fsync_dir", "immediate_transaction", "write_atomic"]
+
+
+def fsync_dir(folder: Path) -> None:
+    """Persist entries renamed into ``folder`` (a no-op where folders cannot be opened)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def connect_sqlite(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+    """A connection for one owner object (which serialises its use with a lock)."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    return db
+
+
+@contextmanager
+def immediate_transaction(
+    db: sqlite3.Connection, lock: AbstractContextManager[Any]
+) -> Iterator[sqlite3.Connection]:
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
