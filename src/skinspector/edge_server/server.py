@@ -94,7 +94,12 @@ def run_forever(settings: EdgeSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"SKINspectoR edge serving on {running.url}", flush=True)
+        from skinspector.edge_server.routes_ops import lan_address
+
+        phones = f"{running.url.split('://')[0]}://{lan_address()}:{running.port}/"
+        print(
+            f"SKINspectoR edge serving on {running.url} (phones on the LAN: {phones})", flush=True
+        )
         await stop.wait()
         await running.stop()
 
