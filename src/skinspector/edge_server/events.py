@@ -38,6 +38,3 @@ class EventHub:
                 if event.get("type") == "status":  # make room: status beats tokens
                     queue.get_nowait()
                     queue.put_nowait(event)
-
-    def subscriber_count(self, case_id: str) -> int:
-        return len(self._subscribers.get(case_id, ()))

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -18,6 +18,7 @@ from skinspector.core.errors import (
     SkinspectorError,
     UnsupportedImageError,
 )
+from skinspector.core.http_api import ApiError, http_exception_json
 from skinspector.edge_server.devices import (
     ExpiredPairingCode,
     InvalidPairingCode,
@@ -29,7 +30,6 @@ __all__ = [
     "access_log_middleware",
     "error_middleware",
     "json_body",
-    "raise_api_error",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,28 +37,6 @@ M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("skinspector.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message", ...}}`` with ``status``."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-        self.extra = extra
-
-    def response(self) -> web.Response:
-        body = {"error": {"code": self.code, "message": self.message, **self.extra}}
-        return web.json_response(body, status=self.status, headers=self.headers)
 
 
 async def json_body(request: web.Request, model: type[M]) -> M:
@@ -70,10 +48,6 @@ async def json_body(request: web.Request, model: type[M]) -> M:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from exc
     return model.model_validate(raw)  # ValidationError -> 422 by error_middleware
-
-
-def raise_api_error(status: int, code: str, message: str, **extra: Any) -> NoReturn:
-    raise ApiError(status, code, message, **extra)
 
 
 def _translate(exc: Exception) -> ApiError | None:
@@ -143,12 +117,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = exc.reason.lower().replace(" ", "_")
-        return web.json_response(
-            {"error": {"code": code, "message": exc.reason}},
-            status=exc.status,
-            headers={k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")},
-        )
+        return http_exception_json(exc, ("allow", "retry-after"))
     except (SkinspectorError, ValidationError) as exc:
         translated = _translate(exc)
         if translated is not None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import ssl
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from skinspector import __version__
+from skinspector.core.http_api import listen, tls_context, wait_for_stop_signal
 from skinspector.edge_server import keys
 from skinspector.edge_server.app import create_app
 from skinspector.edge_server.bundle import ActiveBundle
@@ -42,29 +41,10 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-def _tls(settings: EdgeSettings) -> ssl.SSLContext | None:
-    server = settings.server
-    if server.tls_cert is None or server.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(server.tls_cert, server.tls_key)
-    return context
-
-
 async def start_server(settings: EdgeSettings, bundle: ActiveBundle | None = None) -> RunningServer:
     app = create_app(settings, bundle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
-    await runner.setup()
-    tls = _tls(settings)
-    site = web.TCPSite(runner, settings.server.host, settings.server.port, ssl_context=tls)
-    await site.start()
-    port = settings.server.port
-    for address in runner.addresses:  # the bound (host, port, ...) of each socket
-        port = int(address[1])
-        break
-    scheme = "https" if tls else "http"
-    host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "") else settings.server.host  # noqa: S104
+    tls = tls_context(settings.server.tls_cert, settings.server.tls_key)
+    runner, port, url = await listen(app, settings.server.host, settings.server.port, tls)
     announcer = None
     if settings.server.mdns.enabled:
         bundle_info = app[keys.BUNDLE]
@@ -81,8 +61,8 @@ async def start_server(settings: EdgeSettings, bundle: ActiveBundle | None = Non
             },
         )
         await announcer.start()
-    log.info("listening on %s://%s:%d", scheme, settings.server.host, port)
-    return RunningServer(app, runner, port, f"{scheme}://{host}:{port}", announcer)
+    log.info("listening on %s", url)
+    return RunningServer(app, runner, port, url, announcer)
 
 
 def run_forever(settings: EdgeSettings) -> None:
@@ -90,17 +70,13 @@ def run_forever(settings: EdgeSettings) -> None:
 
     async def main() -> None:
         running = await start_server(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         from skinspector.edge_server.routes_ops import lan_address
 
         phones = f"{running.url.split('://')[0]}://{lan_address()}:{running.port}/"
         print(
             f"SKINspectoR edge serving on {running.url} (phones on the LAN: {phones})", flush=True
         )
-        await stop.wait()
+        await wait_for_stop_signal()
         await running.stop()
 
     asyncio.run(main())

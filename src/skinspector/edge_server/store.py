@@ -356,7 +356,3 @@ class CaseStore:
                 for leftover in folder.glob(".*.tmp"):
                     leftover.unlink(missing_ok=True)
         return removed
-
-    def integrity_check(self) -> str:
-        with self._lock:
-            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])

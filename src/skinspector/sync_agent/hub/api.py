@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from skinspector.core.http_api import ApiError
 from skinspector.sync_agent.envelope import (
     OpenedEnvelope,
     envelope_digest,
@@ -60,24 +61,6 @@ routes = web.RouteTableDef()
 
 _CHUNK = 256 * 1024
 _MAX_CURSOR = 2**62
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message"}}`` with ``status``."""
-
-    def __init__(
-        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        return web.json_response(
-            {"error": {"code": self.code, "message": self.message}},
-            status=self.status,
-            headers=self.headers,
-        )
 
 
 def envelope_error(exc: EnvelopeError) -> ApiError:

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from skinspector.core.http_api import ApiError, http_exception_json
 from skinspector.sync_agent.hub import api, ui
-from skinspector.sync_agent.hub.api import ApiError
 from skinspector.sync_agent.hub.auth import dummy_hash
 from skinspector.sync_agent.hub.settings import HubSettings
 from skinspector.sync_agent.hub.state import DUMMY_HASH, HUB_KEYS, SETTINGS, STORE, TEMPLATES
@@ -42,12 +42,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         if _is_api(request.path):
-            code = exc.reason.lower().replace(" ", "_")
-            return web.json_response(
-                {"error": {"code": code, "message": exc.reason}},
-                status=exc.status,
-                headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
-            )
+            return http_exception_json(exc, ("allow",))
         return ui.error_page(request, exc.status, exc.reason, "The request could not be served.")
     except Exception:
         log.exception("request failed")
