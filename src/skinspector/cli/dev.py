@@ -59,3 +59,28 @@ def sample_photo(out_file: Path, seed: int, width: int, height: int) -> None:
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_bytes(lesion_photo(width, height, seed=seed))
     click.echo(str(out_file))
+
+
+@dev.command("synthetic-skincap")
+@click.option("--out", "out_dir", type=PathArg, required=True, help="Folder to write.")
+@click.option("-n", "--count", type=click.IntRange(2, 10_000), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--size",
+    type=(click.IntRange(28, 4000), click.IntRange(28, 4000)),
+    default=(224, 168),
+    show_default=True,
+    help="Image width and height.",
+)
+def synthetic_skincap(out_dir: Path, count: int, seed: int, size: tuple[int, int]) -> None:
+    """Write a synthetic dataset in SkinCAP's layout (CSV + skincap/{id}.png).
+
+    Besides COUNT usable rows it has one row flagged "Do not consider this image" and one
+    whose image is missing, as real data does. For trying the training pipeline end to end.
+    """
+    from skinspector.training.synthetic import write_synthetic_skincap
+
+    if (out_dir / "skincap").exists():
+        raise click.UsageError(f"--out {out_dir} already holds a dataset")
+    written = write_synthetic_skincap(out_dir, count, seed=seed, size=size)
+    click.echo(f"wrote {written.usable} usable rows (+1 flagged, +1 missing image) to {out_dir}")

@@ -9,6 +9,7 @@ callers (the server) await it; streaming callers get tokens through a queue.
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
 import time
@@ -25,9 +26,31 @@ from skinspector.core.imaging import PreparedImage
 from skinspector.core.prompt import Reference, build_messages, parse_assessment
 from skinspector.core.settings import EngineSettings, SamplingSettings
 
-__all__ = ["Generation", "TokenStream", "VisionLanguageModel"]
+__all__ = ["Generation", "TokenStream", "VisionLanguageModel", "qwen_vl_handler_class"]
 
 _END = object()
+GENERATION_PROMPT = "<|im_start|>assistant\n"
+
+
+@functools.cache
+def qwen_vl_handler_class() -> Any:
+    """llama-cpp-python's Qwen2.5-VL chat handler with the generation prompt fixed.
+
+    llama-cpp-python renders its template with Jinja's default of dropping the template's
+    final newline, so its prompt ends "<|im_start|>assistant" while Qwen's own template (the
+    one training uses) ends "<|im_start|>assistant\\n". An explicit expression keeps the
+    newline: training and inference prompts are byte-identical (tests/training checks it).
+    """
+    from llama_cpp.llama_chat_format import Qwen25VLChatHandler
+
+    upstream: str = Qwen25VLChatHandler.CHAT_FORMAT
+    if not upstream.endswith(GENERATION_PROMPT):
+        raise ModelError("llama-cpp-python's Qwen2.5-VL template changed; re-check the prompt")
+
+    class QwenVLHandler(Qwen25VLChatHandler):  # type: ignore[misc]
+        CHAT_FORMAT = upstream.removesuffix(GENERATION_PROMPT) + "<|im_start|>assistant{{ '\\n' }}"
+
+    return QwenVLHandler
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +127,12 @@ class VisionLanguageModel:
 
     def _load(self) -> Any:
         from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Qwen25VLChatHandler
 
         from skinspector.core._native_log import install_native_log_filter
 
         install_native_log_filter()
 
-        handler = Qwen25VLChatHandler(clip_model_path=str(self.mmproj_path), verbose=False)
+        handler = qwen_vl_handler_class()(clip_model_path=str(self.mmproj_path), verbose=False)
         kwargs: dict[str, Any] = {
             "model_path": str(self.model_path),
             "chat_handler": handler,
