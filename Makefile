@@ -26,6 +26,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]' torch==2.13.0
+	bash scripts/ensure-wordnet.sh
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install everything (edge, kb, train, dev)
@@ -45,6 +46,7 @@ lint: $(STAMP)  ## ruff + mypy
 
 test: lint  ## lint, then the whole test suite (tiny models are built once and cached)
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-wordnet.sh
 	$(BIN)/pytest
 
 test-fast: $(STAMP)  ## tests that need no model build

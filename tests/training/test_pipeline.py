@@ -12,42 +12,14 @@ from click.testing import CliRunner
 
 from skinspector.cli.main import cli
 from skinspector.training.config import load_config
-from skinspector.training.synthetic import write_synthetic_skincap
 from skinspector.training.trainer import checkpoints, train
+from tests.training.conftest import OVERRIDES, STEPS
 
 pytestmark = pytest.mark.slow
-
-STEPS = 24
-OVERRIDES = [
-    f"max_steps={STEPS}",
-    "grad_accum=1",
-    "log_every=4",
-    "eval.every=12",
-    "eval.sample_size=2",
-    "eval.loss_examples=3",
-    "eval.max_new_tokens=8",
-    "optim.lr=1e-2",
-    f"data.min_pixels={16 * 28 * 28}",
-    f"data.max_pixels={64 * 28 * 28}",
-]
 
 
 def _jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("skincap")
-    write_synthetic_skincap(root, 16)
-    return root
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, tiny_model, dataset: Path):  # type: ignore[no-untyped-def]
-    config = load_config(None, [*OVERRIDES, f"base_model={json.dumps(str(tiny_model.hf_dir))}"])
-    run_dir = tmp_path_factory.mktemp("runs") / "uninterrupted"
-    return train(config, dataset, run_dir, progress=False)
 
 
 def test_run_directory_has_everything_later_steps_need(run, dataset: Path) -> None:  # type: ignore[no-untyped-def]
@@ -151,16 +123,6 @@ def test_resume_refuses_an_incompatible_config(run, dataset: Path, tiny_model) -
         train(config, dataset, run.run_dir, progress=False)
 
 
-@pytest.fixture(scope="module")
-def merged(run, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
-    out = tmp_path_factory.mktemp("merged") / "model"
-    result = CliRunner().invoke(
-        cli, ["merge", str(run.run_dir / "checkpoint-24"), "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def test_merged_model_computes_what_base_plus_adapter_computes(
     run, merged: Path, tiny_model
 ) -> None:  # type: ignore[no-untyped-def]
@@ -193,14 +155,6 @@ def test_merge_refuses_a_non_checkpoint_and_an_existing_output(run, merged: Path
     result = runner.invoke(cli, ["merge", str(run.run_dir / "checkpoint-24"), "--out", str(merged)])
     assert result.exit_code == 2
     assert "exists and is not empty" in result.output
-
-
-@pytest.fixture(scope="module")
-def exported(merged: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("gguf") / "q4"
-    result = CliRunner().invoke(cli, ["export", str(merged), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def test_export_writes_q4_model_f16_projector_and_manifest(exported: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -226,6 +227,7 @@ def export(merged: Path, out_dir: Path, quant: str, keep_f16: bool) -> None:
     "--max-pixels", type=click.IntRange(4 * 28 * 28), default=512 * 28 * 28, show_default=True
 )
 @click.option("--bertscore/--no-bertscore", default=True, show_default=True)
+@click.option("--meteor/--no-meteor", default=True, show_default=True, help="Needs WordNet.")
 @click.option("--bertscore-model", default=None, help="Model name or path for BERTScore.")
 @click.option(
     "--bertscore-layers", type=click.IntRange(1), default=None, help="Layer BERTScore reads."
@@ -244,6 +246,7 @@ def evaluate(
     min_pixels: int,
     max_pixels: int,
     bertscore: bool,
+    meteor: bool,
     bertscore_model: str | None,
     bertscore_layers: int | None,
     threads: int | None,
@@ -259,7 +262,7 @@ def evaluate(
 
     if min_pixels > max_pixels:
         raise CliInputError("--min-pixels must not exceed --max-pixels")
-    options: dict[str, object] = {"bertscore": bertscore}
+    options: dict[str, Any] = {"bertscore": bertscore, "meteor": meteor}
     if bertscore_model is not None:
         options["bertscore_model"] = bertscore_model
     if bertscore_layers is not None:
@@ -275,7 +278,7 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
-        metric_config=MetricConfig(**options),  # type: ignore[arg-type]
+        metric_config=MetricConfig(**options),
         n_threads=threads,
     )
     click.echo(run.metrics.render())

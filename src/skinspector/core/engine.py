@@ -47,7 +47,7 @@ def qwen_vl_handler_class() -> Any:
     if not upstream.endswith(GENERATION_PROMPT):
         raise ModelError("llama-cpp-python's Qwen2.5-VL template changed; re-check the prompt")
 
-    class QwenVLHandler(Qwen25VLChatHandler):  # type: ignore[misc]
+    class QwenVLHandler(Qwen25VLChatHandler):
         CHAT_FORMAT = upstream.removesuffix(GENERATION_PROMPT) + "<|im_start|>assistant{{ '\\n' }}"
 
     return QwenVLHandler

@@ -93,6 +93,7 @@ class EvalConfig(_Section):
     loss_examples: int = Field(64, ge=1, description="Eval examples for the eval loss.")
     max_new_tokens: int = Field(256, ge=1)
     bertscore: bool = Field(False, description="BERTScore at every evaluation (slow).")
+    meteor: bool = Field(True, description="METEOR (skipped, and said so, without WordNet).")
     sampling: SamplingSettings = SamplingSettings()
 
 

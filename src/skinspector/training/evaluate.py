@@ -228,6 +228,7 @@ def evaluate_model(
         [r["reference"] for r in records],
         [r["disease"] for r in records],
         config=metric_config,
+        progress=progress,
     )
     metadata = {
         "model": str(model_dir.resolve()),

@@ -357,6 +357,7 @@ class _Context:
     features: Features
     say: Callable[[str], None]
     cache: dict[str, EncodedExample] = field(default_factory=dict)
+    metric_suite: Any = None
 
     def encode(self, example_id: str) -> EncodedExample:
         if example_id not in self.cache:
@@ -436,20 +437,25 @@ def _generate_sample(ctx: _Context, model: Any, step: int) -> list[dict[str, Any
     return records
 
 
-def _score(ctx: _Context, records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The metric table of the generations, or None when the metrics module is missing."""
-    try:
-        from skinspector.training import metrics
-    except ImportError:  # pragma: no cover - the metrics module ships with training
-        return None
-    table = metrics.compute_metrics(
+def _score(ctx: _Context, records: list[dict[str, Any]]) -> Any:
+    """The metric table of the generations (one metric suite for the whole run)."""
+    from skinspector.training import metrics
+    from skinspector.training.wordnet import missing_wordnet_files
+
+    if ctx.metric_suite is None:
+        meteor = ctx.config.eval.meteor
+        if meteor and missing_wordnet_files():
+            ctx.say("METEOR skipped: WordNet is not installed (apt-get install wordnet-base)")
+            meteor = False
+        ctx.metric_suite = metrics.MetricSuite(
+            metrics.MetricConfig(bertscore=ctx.config.eval.bertscore, meteor=meteor)
+        )
+    return metrics.compute_metrics(
         [r["prediction"] for r in records],
         [r["reference"] for r in records],
         [r["disease"] for r in records],
-        config=metrics.MetricConfig(bertscore=ctx.config.eval.bertscore),
+        suite=ctx.metric_suite,
     )
-    result: dict[str, Any] = table.to_json()
-    return result
 
 
 def _save_checkpoint(
@@ -460,7 +466,7 @@ def _save_checkpoint(
     step: int,
     epoch: float,
     records: list[dict[str, Any]],
-    table: dict[str, Any] | None,
+    table: Any,
 ) -> Path:
     import torch
 
@@ -479,10 +485,9 @@ def _save_checkpoint(
         },
         staging / TENSOR_STATE_FILE,
     )
-    lines = "".join(json.dumps(record) + "\n" for record in records)
-    write_atomic(staging / "generations.jsonl", lines.encode())
-    if table is not None:
-        write_atomic(staging / "metrics.json", json.dumps(table, indent=1).encode())
+    # generations.jsonl, metrics.json, metrics.csv and scores.jsonl (per-example scores,
+    # so that `skinspector compare-evals` pairs checkpoints too).
+    table.write(staging, records, {"step": step}, predictions_name="generations.jsonl")
     state = {
         "step": step,
         "epoch": epoch,
@@ -656,7 +661,8 @@ def train(
             table = _score(ctx, records)
             path = _save_checkpoint(ctx, model, optimizer, scheduler, step, epoch, records, table)
             _append_jsonl(
-                run_dir / METRICS_FILE, {"step": step, "eval_loss": eval_loss, "metrics": table}
+                run_dir / METRICS_FILE,
+                {"step": step, "eval_loss": eval_loss, "metrics": table.to_json()},
             )
             result.checkpoints.append(path)
             bar.set_description("training")
