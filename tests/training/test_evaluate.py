@@ -89,7 +89,9 @@ def test_quantization_ablation_against_f16(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     comparison = json.loads(result.output)
+    assert comparison["base"].endswith("gguf-F16")
+    assert len(comparison["others"]) == 2
+    assert comparison["others"][0].endswith("gguf-Q8_0")
     text = json.dumps(comparison)
-    assert "eval-Q8_0" in text
-    assert "eval-Q4_K_M" in text
-    assert "rouge1" in text
+    for metric in ("rouge1", "bleu", "diagnosis_match"):
+        assert f'"{metric}"' in text

@@ -187,3 +187,16 @@ def test_exported_model_runs_in_the_engine(exported: Path) -> None:
         )
     assert generation.completion_tokens > 0
     assert generation.text.strip()
+
+
+def test_report_and_review_read_a_real_run(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    result = runner.invoke(cli, ["report", str(run.run_dir), "--out", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    pngs = sorted(tmp_path.joinpath("plots").glob("*.png"))
+    assert len(pngs) >= 3
+    assert all(png.read_bytes().startswith(b"\x89PNG") for png in pngs)
+    result = runner.invoke(cli, ["review-checkpoints", str(run.run_dir), "--summary", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "checkpoint-12" in result.output
+    assert "checkpoint-24" in result.output
