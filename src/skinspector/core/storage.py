@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import uuid
@@ -19,7 +20,13 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["connect_sqlite", "fsync_dir", "immediate_transaction", "write_atomic"]
+__all__ = [
+    "connect_sqlite",
+    "file_sha256",
+    "fsync_dir",
+    "immediate_transaction",
+    "write_atomic",
+]
 
 
 def fsync_dir(folder: Path) -> None:
@@ -31,6 +38,15 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -3,14 +3,13 @@ Q4_K_M by default) + vision-projector GGUF (F16, never quantized) + a manifest."
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from skinspector.core.errors import InputError
 from skinspector.core.gguf import QUANT_TYPES, convert_hf_to_gguf, quantize
-from skinspector.core.storage import write_atomic
+from skinspector.core.storage import file_sha256, write_atomic
 
 __all__ = ["EXPORT_MANIFEST", "GgufExport", "export_gguf", "export_model", "read_export"]
 
@@ -36,14 +35,6 @@ def export_gguf(
         quantized = quantize(f16, out_dir / f"{stem}-{quant.lower()}.gguf", quant)
     mmproj = convert_hf_to_gguf(hf_dir, out_dir / f"mmproj-{stem}-f16.gguf", mmproj=True)
     return GgufExport(model_f16=f16, model=quantized, mmproj=mmproj)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_model(
@@ -73,7 +64,7 @@ def export_model(
         "source": str(hf_dir.resolve()),
         "provenance": provenance,
         "files": {
-            path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)} for path in files
+            path.name: {"bytes": path.stat().st_size, "sha256": file_sha256(path)} for path in files
         },
     }
     write_atomic(out_dir / EXPORT_MANIFEST, json.dumps(manifest, indent=1).encode())

