@@ -8,12 +8,15 @@ import click
 
 from skinspector import __version__
 from skinspector.cli._common import configure_logging
+from skinspector.cli.bundle import bundle, update
 from skinspector.cli.describe import describe
 from skinspector.cli.dev import dev
+from skinspector.cli.evaluation import compare_evals, report, review_checkpoints
 from skinspector.cli.hub import hub
 from skinspector.cli.kb import kb
 from skinspector.cli.serve import devices, pair, serve
 from skinspector.cli.sync import sync
+from skinspector.cli.training import data, evaluate, export, merge, train
 from skinspector.core.settings import Settings
 
 
@@ -39,6 +42,16 @@ cli.add_command(pair)
 cli.add_command(devices)
 cli.add_command(sync)
 cli.add_command(hub)
+cli.add_command(bundle)
+cli.add_command(update)
+cli.add_command(compare_evals)
+cli.add_command(report)
+cli.add_command(review_checkpoints)
+cli.add_command(data)
+cli.add_command(train)
+cli.add_command(merge)
+cli.add_command(export)
+cli.add_command(evaluate)
 
 
 def main() -> None:

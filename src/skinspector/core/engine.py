@@ -285,8 +285,10 @@ class VisionLanguageModel:
         self,
         messages: list[dict[str, Any]],
         sampling: SamplingSettings | None = None,
+        on_result: Callable[[Generation], None] | None = None,
     ) -> AsyncIterator[str]:
-        """Async iterator of text pieces; stopping early cancels generation."""
+        """Async iterator of text pieces; stopping early cancels generation. ``on_result``
+        receives the finished ``Generation`` (finish reason, token counts) at the end."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
@@ -302,7 +304,9 @@ class VisionLanguageModel:
                 if item is _END:
                     break
                 yield str(item)
-            await future  # re-raise a worker error
+            generation = await future  # re-raise a worker error
+            if on_result is not None:
+                on_result(generation)
         finally:
             cancel.set()
 

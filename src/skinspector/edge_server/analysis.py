@@ -145,6 +145,7 @@ class Analyzer:
             "bundle_version": self.bundle.version,
             "model_id": self.bundle.manifest.model_id,
             "demo": self.bundle.demo,
+            "intended_use": self.bundle.intended_use,
             "prompt_version": PROMPT_VERSION,
             "sampling": self.sampling.model_dump(),
             "photos_used": [index for index, _ in usable],

@@ -12,7 +12,7 @@ from skinspector.core.engine import VisionLanguageModel
 from skinspector.core.errors import ModelError
 from skinspector.edge_server.admission import Admission
 from skinspector.edge_server.analysis import Analyzer
-from skinspector.edge_server.bundle import ActiveBundle
+from skinspector.edge_server.bundle import ServedBundle
 from skinspector.edge_server.devices import DeviceRegistry
 from skinspector.edge_server.events import EventHub
 from skinspector.edge_server.metrics import Metrics
@@ -47,6 +47,10 @@ class Runtime:
     analyzer: Analyzer | None = None
     error: str | None = None
     sync_agent: SyncAgent | None = None
+    # Hot reload: analyses run under ``swap_lock``, so a bundle swap happens between two
+    # analyses; ``reload`` asks the bundle watcher to look at active.json now.
+    swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reload: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_sync(self) -> None:
         if self.sync_agent is not None:
@@ -59,7 +63,7 @@ class Runtime:
 
 
 SETTINGS = web.AppKey("settings", EdgeSettings)
-BUNDLE = web.AppKey("bundle", ActiveBundle)
+BUNDLE = web.AppKey("bundle", ServedBundle)
 STORE = web.AppKey("store", CaseStore)
 DEVICES = web.AppKey("devices", DeviceRegistry)
 EVENTS = web.AppKey("events", EventHub)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from skinspector.core.engine import Generation
 from skinspector.core.imaging import prepare_image
 from skinspector.core.settings import ImageSettings
 from skinspector.edge_server.http_errors import ApiError, json_body
@@ -202,14 +203,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
         await response.write(chunk({"role": "assistant", "content": ""}, None))
-        tokens = 0
-        async for piece in model.astream(messages, sampling):
-            tokens += 1
+        results: list[Generation] = []
+        async for piece in model.astream(messages, sampling, results.append):
             await response.write(chunk({"content": piece}, None))
-        finish = "length" if tokens >= sampling.max_tokens else "stop"
-        await response.write(chunk({}, finish))
+        # The finish reason and token count come from llama.cpp, as in the blocking answer
+        # (counting streamed pieces undercounts: one piece can hold several tokens).
+        await response.write(chunk({}, results[0].finish_reason))
         await response.write(b"data: [DONE]\n\n")
-        app[METRICS].observe_generation("chat", time.perf_counter() - started, tokens)
+        app[METRICS].observe_generation(
+            "chat", time.perf_counter() - started, results[0].completion_tokens
+        )
         return response
     finally:
         admission.release()

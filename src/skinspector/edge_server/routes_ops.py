@@ -78,6 +78,7 @@ async def info(request: web.Request) -> web.Response:
         "model_id": bundle.manifest.model_id,
         "demo": bundle.demo,
         "device": current_device(request).name,
+        **bundle.info(),
     }
     if bundle.demo:
         body["demo_warning"] = DEMO_WARNING

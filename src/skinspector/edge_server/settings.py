@@ -19,6 +19,7 @@ from skinspector.edge_server.devices import PairingSettings
 from skinspector.edge_server.mdns import MdnsSettings
 from skinspector.edge_server.safety import QualitySettings
 from skinspector.sync_agent.settings import SyncSettings
+from skinspector.updates.settings import UpdateSettings
 
 __all__ = ["AnalysisSettings", "EdgeSettings", "ServerSettings"]
 
@@ -58,6 +59,13 @@ class ServerSettings(BaseModel):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    updates: UpdateSettings = Field(default_factory=UpdateSettings)
+    bundle_watch_seconds: float = Field(
+        5.0,
+        ge=0.0,
+        description="How often to look at bundles/active.json for a newly activated bundle "
+        "(hot reload); 0 turns watching off.",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:

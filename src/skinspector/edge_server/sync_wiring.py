@@ -26,6 +26,7 @@ __all__ = [
     "case_payload",
     "clinic_keys",
     "hub_config",
+    "hub_update_source",
     "open_outbox",
     "save_hub_config",
 ]
@@ -74,6 +75,19 @@ def save_hub_config(data_dir: Path, url: str, identity: PublicIdentity) -> None:
     (folder / "hub.json").write_text(
         json.dumps({"url": url, "identity": identity.to_json()}, indent=2)
     )
+
+
+def hub_update_source(settings: EdgeSettings) -> str | None:
+    """The hub's update repository (``<hub>/updates/``), when a hub is configured and the
+    box has been provisioned with a trusted root."""
+    data_dir = settings.server.data_dir
+    config = hub_config(data_dir)
+    if config is None:
+        return None
+    if not (data_dir / "updates" / "metadata" / "root.json").exists():
+        return None
+    url = settings.server.sync.hub_url or config.url
+    return f"{url.rstrip('/')}/updates/"
 
 
 def case_payload(store: CaseStore, case_id: str) -> bytes | None:

@@ -55,6 +55,8 @@ function renderChrome() {
   const device = api.auth.device;
   $('#device-line').textContent = device ? t('device_line', { name: device.name }) : '';
   $('#bundle-line').textContent = info?.bundle_version ? t('bundle_line', { bundle: info.bundle_version }) : '';
+  // The active bundle's intended-use line, from its model card (written in English).
+  $('#intended-use').textContent = info?.intended_use ? t('intended_use_line', { text: info.intended_use }) : '';
   $('#tabs').hidden = !api.auth.token;
   for (const link of document.querySelectorAll('#tabs a')) {
     const active = link.getAttribute('href') === `#${current === 'case' ? 'cases' : current}`;

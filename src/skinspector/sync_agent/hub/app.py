@@ -2,8 +2,9 @@
 
 The store and the hub's keys (``<data_dir>/hub-keys.json``, generated on first start) are
 opened in ``cleanup_ctx``; :mod:`skinspector.sync_agent.hub.server` adds the sockets.
-Errors under ``/api`` and ``/healthz`` are JSON (``{"error": {"code", "message"}}``), in
-the review UI they are HTML pages.
+Errors under ``/api``, ``/updates`` and ``/healthz`` are JSON (``{"error": {"code",
+"message"}}``), in the review UI they are HTML pages. ``/updates/`` serves the signed
+update repository (:mod:`skinspector.sync_agent.hub.updates_repo`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from skinspector.core.http_api import ApiError, http_exception_json
-from skinspector.sync_agent.hub import api, ui
+from skinspector.sync_agent.hub import api, ui, updates_repo
 from skinspector.sync_agent.hub.auth import dummy_hash
 from skinspector.sync_agent.hub.settings import HubSettings
 from skinspector.sync_agent.hub.state import DUMMY_HASH, HUB_KEYS, SETTINGS, STORE, TEMPLATES
@@ -28,7 +29,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _is_api(path: str) -> bool:
-    return path.startswith("/api/") or path == "/healthz"
+    return path.startswith(("/api/", updates_repo.UPDATES_PREFIX)) or path == "/healthz"
 
 
 @web.middleware
@@ -86,6 +87,7 @@ def create_hub_app(settings: HubSettings) -> web.Application:
     app.on_response_prepare.append(_security_headers)
     app.add_routes(api.routes)
     app.add_routes(ui.routes)
+    app.add_routes(updates_repo.routes)
     app.router.add_get("/", _root)
     return app
 

@@ -47,6 +47,11 @@ class HubSettings(BaseModel):
     clock_skew_seconds: float = Field(
         30 * _DAY, gt=0, description="Accepted distance of a signed request's timestamp."
     )
+    updates_dir: Path | None = Field(
+        None,
+        description="The signed update repository served under /updates/ "
+        "(default: DATA_DIR/updates; `skinspector bundle publish --repo` writes it).",
+    )
     reviews_page_size: int = Field(
         100, ge=1, le=1000, description="Reviews per GET /api/v1/reviews answer."
     )
@@ -83,6 +88,11 @@ class HubSettings(BaseModel):
     def database(self) -> Path:
         """The SQLite file."""
         return self.data_dir / "hub.sqlite3"
+
+    @property
+    def updates_repo(self) -> Path:
+        """Where the update repository served under /updates/ lives."""
+        return self.updates_dir or self.data_dir / "updates"
 
     @property
     def keys_file(self) -> Path:

@@ -480,6 +480,11 @@ def _assessment_html(document: dict[str, Any]) -> str:
             '<p class="warning" role="alert">This result came from a DEMO model (random '
             f"weights): it means nothing. {h(text)}</p>"
         )
+    if isinstance(audit, dict) and isinstance(audit.get("intended_use"), str):
+        parts.append(
+            f'<p class="note intended-use">Model bundle {h(audit.get("bundle_version"))}, '
+            f"intended use: {h(audit['intended_use'])}</p>"
+        )
     assessment = result.get("assessment")
     if not isinstance(assessment, dict):
         parts.append(
