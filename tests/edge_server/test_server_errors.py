@@ -142,7 +142,8 @@ BAD_UPLOADS: dict[str, tuple[Callable[[], dict[str, Any]], int, str]] = {
 def test_bad_upload_is_refused_and_nothing_stored(
     live_server: LiveServer, case: str, token_cache: dict[str, str]
 ) -> None:
-    token = token_cache.setdefault(live_server.url, live_server.pair())
+    # Keyed by data folder: a later server may reuse a freed port (same URL).
+    token = token_cache.setdefault(str(live_server.data_dir), live_server.pair())
     build, status, code = BAD_UPLOADS[case]
     before = stored_state(live_server.data_dir)
     with live_server.client(token) as client:
