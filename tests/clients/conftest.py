@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from tests.chromium import launch_chromium
 from tests.edge_server.conftest import demo_bundle, live_server, live_server_factory  # noqa: F401
 
-CHROMIUM = Path("/usr/bin/chromium")
 #: The app is opened as http://skinspector.box:PORT/app/ (mapped to 127.0.0.1), like a phone
 #: on clinic Wi-Fi: plain HTTP to a LAN name is NOT a secure context, whereas 127.0.0.1 is.
 #: So APIs that need one (crypto.randomUUID, service workers, navigator.storage) would fail
@@ -29,25 +29,8 @@ PHONE: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                f"--host-resolver-rules=MAP {BOX_HOST} 127.0.0.1",
-            ],
-        )
+    with launch_chromium(f"--host-resolver-rules=MAP {BOX_HOST} 127.0.0.1") as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

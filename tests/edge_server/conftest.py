@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from skinspector.edge_server.bundle import ActiveBundle, ensure_demo_bundle
 from skinspector.edge_server.devices import DeviceRegistry
 from skinspector.edge_server.server import RunningServer, start_server
 from skinspector.edge_server.settings import EdgeSettings
+from tests.threaded_loop import serve_in_background
 
 
 @pytest.fixture(scope="session")
@@ -85,39 +86,19 @@ def server_settings(data_dir: Path, cache_dir: Path, **server: Any) -> EdgeSetti
 def live_server_factory(
     demo_bundle: ActiveBundle, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    started: list[tuple[LiveServer, threading.Thread]] = []
+    with contextlib.ExitStack() as stack:
 
-    def make(data_dir: Path | None = None, **server: Any) -> LiveServer:
-        data_dir = data_dir or tmp_path_factory.mktemp("data")
-        settings = server_settings(data_dir, cache_dir, **server)
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        holder: dict[str, RunningServer] = {}
+        def make(data_dir: Path | None = None, **server: Any) -> LiveServer:
+            data_dir = data_dir or tmp_path_factory.mktemp("data")
+            settings = server_settings(data_dir, cache_dir, **server)
+            bg = stack.enter_context(
+                serve_in_background(
+                    lambda: start_server(settings, demo_bundle), lambda running: running.stop()
+                )
+            )
+            return LiveServer(bg.running.url, data_dir, settings, bg.running, bg.loop)
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-
-            async def boot() -> None:
-                holder["server"] = await start_server(settings, demo_bundle)
-                ready.set()
-
-            loop.run_until_complete(boot())
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        assert ready.wait(60)
-        running = holder["server"]
-        live = LiveServer(running.url, data_dir, settings, running, loop)
-        started.append((live, thread))
-        return live
-
-    yield make
-    for live, thread in started:
-        asyncio.run_coroutine_threadsafe(live.running.stop(), live.loop).result(60)
-        live.loop.call_soon_threadsafe(live.loop.stop)
-        thread.join(30)
-        live.loop.close()
+        yield make
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from skinspector.sync_agent.hub.server import RunningHub, start_hub
 from skinspector.sync_agent.hub.settings import HubSettings
 from skinspector.sync_agent.hub.store import HubStore
 from skinspector.sync_agent.keys import PartyKeys, PublicIdentity, generate_keys
+from tests.threaded_loop import serve_in_background
 
 REVIEWER = "derm.one"
 REVIEWER_NAME = "Dr. Ada Derm"
@@ -243,39 +244,7 @@ def csrf_token(page: str) -> str:
 @contextmanager
 def running_hub(data_dir: Path, **overrides: Any) -> Iterator[LiveHub]:
     settings = HubSettings(**{"data_dir": data_dir, "host": "127.0.0.1", "port": 0, **overrides})
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, RunningHub] = {}
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def boot() -> None:
-            try:
-                holder["hub"] = await start_hub(settings)
-            except BaseException as exc:  # surfaced in the test thread
-                failure.append(exc)
-            finally:
-                ready.set()
-
-        loop.run_until_complete(boot())
-        if not failure:
-            loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(60), "hub did not start"
-    if failure:
-        thread.join(10)
-        loop.close()
-        raise failure[0]
-    running = holder["hub"]
-    live = LiveHub(running.url, settings, running, loop, thread)
-    try:
-        yield live
-    finally:
-        asyncio.run_coroutine_threadsafe(running.stop(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
+    with serve_in_background(
+        lambda: start_hub(settings), lambda running: running.stop(), what="hub"
+    ) as bg:
+        yield LiveHub(bg.running.url, settings, bg.running, bg.loop, bg.thread)

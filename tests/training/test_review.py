@@ -3,10 +3,8 @@ the real aiohttp server on 127.0.0.1, and the page in Chromium (marked ``browser
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +27,9 @@ from skinspector.training.review import (
     summarize,
 )
 from skinspector.training.review_server import RunningReview, start_review_server
+from tests.chromium import launch_chromium
+from tests.threaded_loop import serve_in_background
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
@@ -212,41 +211,13 @@ def test_import_rejects_other_files(review: ReviewSet, tmp_path: Path) -> None:
 
 @contextmanager
 def running_review(review: ReviewSet) -> Iterator[RunningReview]:
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, RunningReview] = {}
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def boot() -> None:
-            try:
-                holder["server"] = await start_review_server(review, "127.0.0.1", 0)
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                ready.set()
-
-        loop.run_until_complete(boot())
-        if not failure:
-            loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(30), "review server did not start"
-    if failure:
-        thread.join(10)
-        loop.close()
-        raise failure[0]
-    server = holder["server"]
-    try:
-        yield server
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
+    with serve_in_background(
+        lambda: start_review_server(review, "127.0.0.1", 0),
+        lambda running: running.stop(),
+        what="review server",
+        timeout=30,
+    ) as bg:
+        yield bg.running
 
 
 def page_token(html: str) -> str:
@@ -354,24 +325,8 @@ def test_static_html_is_self_contained(review: ReviewSet, tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+    with launch_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@ and a clinic server that resolves its bundle from the data directory (hot reload
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
 import os
 import shutil
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ from tuf.api.metadata import Metadata, Root, Timestamp
 
 from skinspector.core.bundle_manifest import BundleManifest
 from skinspector.core.storage import write_atomic
-from skinspector.edge_server.server import RunningServer, start_server
+from skinspector.edge_server.server import start_server
 from skinspector.kb_builder.chunking import ChunkingParams
 from skinspector.kb_builder.manifest import EmbeddingInfo, HnswParams, IndexManifest
 from skinspector.updates.build import build_bundle
@@ -32,6 +30,7 @@ from skinspector.updates.keys import KeyStore, NamedSigner
 from skinspector.updates.repository import ExpiryPolicy, Repository
 from skinspector.updates.slots import SlotStore
 from tests.edge_server.conftest import LiveServer, server_settings
+from tests.threaded_loop import serve_in_background
 
 NOW = datetime.now(UTC)
 
@@ -241,42 +240,10 @@ def clinic_server(data_dir: Path, cache_dir: Path, **server: Any) -> Iterator[Li
     base: dict[str, Any] = {"bundle_watch_seconds": 0.2, "updates": {"check_hub": False}}
     base.update(server)
     settings = server_settings(data_dir, cache_dir, **base)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, RunningServer] = {}
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def boot() -> None:
-            try:
-                holder["server"] = await start_server(settings)
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                ready.set()
-
-        loop.run_until_complete(boot())
-        if not failure:
-            loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(120), "server did not start"
-    if failure:
-        thread.join(10)
-        loop.close()
-        raise failure[0]
-    running = holder["server"]
-    live = LiveServer(running.url, data_dir, settings, running, loop)
-    try:
-        yield live
-    finally:
-        asyncio.run_coroutine_threadsafe(running.stop(), loop).result(120)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
+    with serve_in_background(
+        lambda: start_server(settings), lambda running: running.stop(), timeout=120
+    ) as bg:
+        yield LiveServer(bg.running.url, data_dir, settings, bg.running, bg.loop)
 
 
 def info(live: LiveServer, token: str) -> dict[str, Any]:
