@@ -88,12 +88,15 @@ def live_server_factory(
 ) -> Iterator[Any]:
     with contextlib.ExitStack() as stack:
 
-        def make(data_dir: Path | None = None, **server: Any) -> LiveServer:
+        def make(
+            data_dir: Path | None = None, bundle: ActiveBundle | None = None, **server: Any
+        ) -> LiveServer:
             data_dir = data_dir or tmp_path_factory.mktemp("data")
             settings = server_settings(data_dir, cache_dir, **server)
+            served = bundle or demo_bundle
             bg = stack.enter_context(
                 serve_in_background(
-                    lambda: start_server(settings, demo_bundle), lambda running: running.stop()
+                    lambda: start_server(settings, served), lambda running: running.stop()
                 )
             )
             return LiveServer(bg.running.url, data_dir, settings, bg.running, bg.loop)

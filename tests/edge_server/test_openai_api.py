@@ -94,3 +94,29 @@ def test_text_only_completion(live_server: LiveServer) -> None:
         ],
     )
     assert completion.object == "chat.completion"
+
+
+def test_the_bundles_sampling_defaults_apply(live_server_factory, demo_bundle) -> None:  # type: ignore[no-untyped-def]
+    from skinspector.core.settings import SamplingSettings
+    from skinspector.edge_server.bundle import ActiveBundle
+
+    tuned = demo_bundle.manifest.model_copy(
+        update={"sampling": SamplingSettings(max_tokens=3, temperature=0.5)}
+    )
+    server = live_server_factory(bundle=ActiveBundle(demo_bundle.root, tuned))
+    server.wait_ready()
+    client = _client(server)
+    by_bundle = client.chat.completions.create(
+        model="skinspector-demo-tiny-random",
+        messages=_image_message(4),  # type: ignore[arg-type]
+    )
+    assert by_bundle.usage is not None
+    assert by_bundle.usage.completion_tokens == 3
+    assert by_bundle.choices[0].finish_reason == "length"
+    by_request = client.chat.completions.create(
+        model="skinspector-demo-tiny-random",
+        messages=_image_message(4),  # type: ignore[arg-type]
+        max_tokens=5,
+    )
+    assert by_request.usage is not None
+    assert by_request.usage.completion_tokens == 5

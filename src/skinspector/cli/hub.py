@@ -53,6 +53,12 @@ def hub() -> None:
     help="Mark the session cookie Secure (default: only with --tls-cert; force it on "
     "behind a TLS-terminating reverse proxy).",
 )
+@click.option(
+    "--updates-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Signed update repository served under /updates/ (default: DATA_DIR/updates).",
+)
 @translate_errors
 def serve(
     data_dir: Path,
@@ -61,6 +67,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     secure_cookies: bool | None,
+    updates_dir: Path | None,
 ) -> None:
     """Run the hub: clinic API under /api/v1, review UI under /review/.
 
@@ -80,6 +87,7 @@ def serve(
             tls_cert=tls_cert,
             tls_key=tls_key,
             secure_cookies=secure_cookies,
+            updates_dir=updates_dir,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc.errors()[0]["msg"])) from None

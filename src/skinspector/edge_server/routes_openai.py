@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skinspector.core.engine import Generation
 from skinspector.core.imaging import prepare_image
 from skinspector.core.settings import ImageSettings
+from skinspector.edge_server.bundle import effective_sampling
 from skinspector.edge_server.http_errors import ApiError, json_body
 from skinspector.edge_server.keys import ADMISSION, BUNDLE, METRICS, RUNTIME, SETTINGS
 
@@ -138,7 +139,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     max_tokens = chat.max_completion_tokens or chat.max_tokens
     if max_tokens is not None:
         updates["max_tokens"] = max_tokens
-    sampling = settings.engine.sampling.model_copy(update=updates)
+    # The request's values, then those set in the settings, then the bundle's defaults.
+    defaults = effective_sampling(bundle.current, settings.engine.sampling)
+    sampling = defaults.model_copy(update=updates)
     admission = app[ADMISSION]
     if not admission.try_acquire():
         app[METRICS].rejected.inc()
