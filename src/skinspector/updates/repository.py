@@ -203,18 +203,27 @@ class Repository:
         else:
             targets_version = self.snapshot().signed.meta["targets.json"].version
             targets_bytes = (self.metadata_dir / f"{targets_version}.targets.json").read_bytes()
-        snapshot = self.snapshot()
+        snapshot, timestamp = self.snapshot(), self.timestamp()
         self._stamp(snapshot.signed, "snapshot")
+        self._stamp(timestamp.signed, "timestamp")
+        writes += self._sign_freshness(root, targets_version, targets_bytes, snapshot, timestamp)
+        return writes
+
+    def _sign_freshness(
+        self,
+        root: Root,
+        targets_version: int,
+        targets_bytes: bytes,
+        snapshot: Metadata[Snapshot],
+        timestamp: Metadata[Timestamp],
+    ) -> list[tuple[Path, bytes]]:
+        """Point ``snapshot`` at the targets and ``timestamp`` at the snapshot (with its
+        signing time), sign both; the two writes, timestamp last."""
         snapshot.signed.meta["targets.json"] = MetaFile.from_data(
             targets_version, targets_bytes, ["sha256"]
         )
         self._sign(snapshot, "snapshot", root)
         snapshot_bytes = _metadata_bytes(snapshot)
-        writes.append(
-            (self.metadata_dir / f"{snapshot.signed.version}.snapshot.json", snapshot_bytes)
-        )
-        timestamp = self.timestamp()
-        self._stamp(timestamp.signed, "timestamp")
         timestamp.signed.snapshot_meta = MetaFile.from_data(
             snapshot.signed.version, snapshot_bytes, ["sha256"]
         )
@@ -222,8 +231,10 @@ class Repository:
             timespec="seconds"
         )
         self._sign(timestamp, "timestamp", root)
-        writes.append((self.metadata_dir / "timestamp.json", _metadata_bytes(timestamp)))
-        return writes
+        return [
+            (self.metadata_dir / f"{snapshot.signed.version}.snapshot.json", snapshot_bytes),
+            (self.metadata_dir / "timestamp.json", _metadata_bytes(timestamp)),
+        ]
 
     @staticmethod
     def _apply(writes: list[tuple[Path, bytes]]) -> None:
@@ -270,31 +281,14 @@ class Repository:
         targets = Metadata(Targets(version=1, expires=now + repo.policy.targets))
         repo._sign(targets, "targets", root)
         targets_bytes = _metadata_bytes(targets)
-        snapshot = Metadata(
-            Snapshot(
-                version=1,
-                expires=now + repo.policy.snapshot,
-                meta={"targets.json": MetaFile.from_data(1, targets_bytes, ["sha256"])},
-            )
-        )
-        repo._sign(snapshot, "snapshot", root)
-        snapshot_bytes = _metadata_bytes(snapshot)
-        timestamp = Metadata(
-            Timestamp(
-                version=1,
-                expires=now + repo.policy.timestamp,
-                snapshot_meta=MetaFile.from_data(1, snapshot_bytes, ["sha256"]),
-                unrecognized_fields={ISSUED_FIELD: now.isoformat(timespec="seconds")},
-            )
-        )
-        repo._sign(timestamp, "timestamp", root)
+        snapshot = Metadata(Snapshot(version=1, expires=now + repo.policy.snapshot))
+        timestamp = Metadata(Timestamp(version=1, expires=now + repo.policy.timestamp))
         repo._apply(
             [
                 (repo.metadata_dir / "1.root.json", root_bytes),
                 (repo.metadata_dir / "root.json", root_bytes),
                 (repo.metadata_dir / "1.targets.json", targets_bytes),
-                (repo.metadata_dir / "1.snapshot.json", snapshot_bytes),
-                (repo.metadata_dir / "timestamp.json", _metadata_bytes(timestamp)),
+                *repo._sign_freshness(root, 1, targets_bytes, snapshot, timestamp),
             ]
         )
         return repo
