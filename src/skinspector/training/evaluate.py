@@ -208,6 +208,7 @@ def evaluate_model(
     """Generate for ``split`` of the data, score it and write ``out_dir``."""
     from skinspector.training.metrics import compute_metrics
 
+    kind = detect_model_kind(model_dir)  # before loading data: a wrong folder fails at once
     examples, report = load_skincap(data_dir)
     split_path = split_file or default_split_file(data_dir)
     chosen = select(examples, ensure_split(examples, split_path).ids(split))
@@ -232,7 +233,7 @@ def evaluate_model(
     )
     metadata = {
         "model": str(model_dir.resolve()),
-        "model_kind": detect_model_kind(model_dir),
+        "model_kind": kind,
         "data_dir": str(data_dir.resolve()),
         "split": split,
         "split_file": str(split_path.resolve()),

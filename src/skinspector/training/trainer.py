@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -152,8 +153,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    import os
-
     with path.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()

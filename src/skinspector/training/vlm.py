@@ -144,7 +144,11 @@ def encode_example(processor: Any, prompt: str, image: Any, answer: str) -> Enco
     full = processor(
         text=[prompt + answer + END_OF_TURN + "\n"], images=[image], return_tensors="pt"
     )
-    prompt_ids = processor(text=[prompt], images=[image], return_tensors="pt")["input_ids"][0]
+    # The prompt alone, its image placeholder expanded as the processor did for ``full``
+    # (one pad per merged patch): tokenised without processing the image a second time.
+    merged = int(full["image_grid_thw"][0].prod()) // processor.image_processor.merge_size**2
+    expanded = prompt.replace(processor.image_token, processor.image_token * merged, 1)
+    prompt_ids = processor.tokenizer(expanded, return_tensors="pt")["input_ids"][0]
     input_ids = full["input_ids"][0]
     n_prompt = int(prompt_ids.shape[0])
     if input_ids.shape[0] <= n_prompt or not bool((input_ids[:n_prompt] == prompt_ids).all()):
