@@ -39,10 +39,15 @@ demo: $(STAMP)  ## build the demo bundle, describe a sample photo, then start th
 	@echo "    $(BIN)/skinspector pair --data-dir $(DEMO_DIR)/data"
 	$(BIN)/skinspector serve --data-dir $(DEMO_DIR)/data --port $(DEMO_PORT)
 
-lint: $(STAMP)  ## ruff + mypy
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+# The top-level import packages (an application layout) and what else is linted.
+PACKAGES := skinspector edge_server sync_agent review_hub updates training kb_builder clients
+LINTED := $(PACKAGES) tests bench
+
+lint: $(STAMP)  ## ruff, mypy and the import-direction contracts (import-linter)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint  ## lint, then the whole test suite (tiny models are built once and cached)
 	bash scripts/ensure-chromium.sh
@@ -58,4 +63,4 @@ bench: $(STAMP)  ## run the benchmark scripts
 	$(BIN)/python bench/bench_server.py
 
 clean:  ## remove the venv and build outputs (not the model cache)
-	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info

@@ -114,7 +114,7 @@ def main() -> None:
     if args.model and args.mmproj:
         model_path, mmproj_path = args.model, args.mmproj
     else:
-        from skinspector.training.tiny_model import ensure_tiny_model
+        from training.tiny_model import ensure_tiny_model
 
         tiny = ensure_tiny_model(default_cache_dir())
         model_path, mmproj_path = tiny.model, tiny.mmproj

@@ -21,16 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from kb_builder import starter_kb_dir
+from kb_builder.chunking import Chunk, ChunkingParams, chunk_document
+from kb_builder.embedding import DEMO_MODEL_ID, LlamaCppEmbedder, ensure_demo_gguf
+from kb_builder.evaluation import default_queries_path, load_queries
+from kb_builder.index import write_index
+from kb_builder.ingest import discover, drop_boilerplate, load_document
+from kb_builder.manifest import EmbeddingInfo, HnswParams
+from kb_builder.retriever import HybridRetriever, RetrievalParams
 from skinspector.core.settings import default_cache_dir
-from skinspector.kb_builder.chunking import Chunk, ChunkingParams, chunk_document
-from skinspector.kb_builder.embedding import DEMO_MODEL_ID, LlamaCppEmbedder, ensure_demo_gguf
-from skinspector.kb_builder.evaluation import default_queries_path, load_queries
-from skinspector.kb_builder.index import write_index
-from skinspector.kb_builder.ingest import discover, drop_boilerplate, load_document
-from skinspector.kb_builder.manifest import EmbeddingInfo, HnswParams
-from skinspector.kb_builder.retriever import HybridRetriever, RetrievalParams
 
-STARTER = Path(__file__).resolve().parents[1] / "src/skinspector/kb_builder/data/starter_kb"
+STARTER = starter_kb_dir()
 
 
 def pct(samples: list[float], q: float) -> float:

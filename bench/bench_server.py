@@ -27,16 +27,17 @@ from typing import Any
 import httpx
 import numpy as np
 
+from edge_server.analysis import retrieval_query
+from edge_server.bundle import ActiveBundle
+from edge_server.devices import DeviceRegistry
+from edge_server.server import RunningServer, start_server
+from edge_server.settings import EdgeSettings
+from kb_builder.retriever import HybridRetriever
 from skinspector.core.engine import VisionLanguageModel
 from skinspector.core.imaging import prepare_image
 from skinspector.core.prompt import Reference, build_findings_messages, build_messages
 from skinspector.core.settings import SamplingSettings, default_cache_dir
-from skinspector.edge_server.analysis import retrieval_query
-from skinspector.edge_server.bundle import ActiveBundle, ensure_demo_bundle
-from skinspector.edge_server.devices import DeviceRegistry
-from skinspector.edge_server.server import RunningServer, start_server
-from skinspector.edge_server.settings import EdgeSettings
-from skinspector.kb_builder.retriever import HybridRetriever
+from training.demo_bundle import ensure_demo_bundle
 
 FINDINGS_TOKENS, REPORT_TOKENS = 48, 128
 

@@ -24,17 +24,16 @@ import numpy as np
 from aiohttp import web
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.sync_agent.hub_harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.review_hub.hub_harness
 
-from tests.sync_agent.hub_harness import running_hub
-
+from edge_server.store import CaseStatus, CaseStore, NewPhoto
+from edge_server.sync_wiring import case_payload, clinic_keys
 from skinspector.core.case_schema import ClinicalContext
-from skinspector.edge_server.store import CaseStatus, CaseStore, NewPhoto
-from skinspector.edge_server.sync_wiring import case_payload, clinic_keys
-from skinspector.sync_agent.agent import SyncAgent
-from skinspector.sync_agent.envelope import seal
-from skinspector.sync_agent.outbox import Outbox
-from skinspector.sync_agent.settings import SyncSettings
+from sync_agent.agent import SyncAgent
+from sync_agent.envelope import seal
+from sync_agent.outbox import Outbox
+from sync_agent.settings import SyncSettings
+from tests.review_hub.hub_harness import running_hub
 
 
 def noisy_jpeg(target_bytes: int, seed: int) -> bytes:

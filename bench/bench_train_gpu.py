@@ -45,7 +45,7 @@ MID_SPEC = {
 
 def _model_dir(name: str, work: Path, mid_layers: int) -> Path:
     from skinspector.core.settings import default_cache_dir
-    from skinspector.training.tiny_model import TinyModelSpec, build_hf_model, ensure_tiny_model
+    from training.tiny_model import TinyModelSpec, build_hf_model, ensure_tiny_model
 
     if name == "tiny":
         return ensure_tiny_model(default_cache_dir()).hf_dir
@@ -59,9 +59,9 @@ def _one(args: argparse.Namespace) -> dict[str, object]:
     """One configuration, in this process; prints a JSON line."""
     import torch
 
-    from skinspector.training.config import load_config
-    from skinspector.training.synthetic import write_synthetic_skincap
-    from skinspector.training.trainer import train
+    from training.config import load_config
+    from training.synthetic import write_synthetic_skincap
+    from training.trainer import train
 
     work = Path(args.work)
     data = work / "data"
@@ -116,9 +116,9 @@ def _rest_of_pipeline(run_dir: Path, work: Path) -> dict[str, object]:
     from skinspector.core.imaging import prepare_image
     from skinspector.core.samples import lesion_photo
     from skinspector.core.settings import SamplingSettings
-    from skinspector.training.export import export_model
-    from skinspector.training.merge import merge_checkpoint
-    from skinspector.training.trainer import latest_checkpoint
+    from training.export import export_model
+    from training.merge import merge_checkpoint
+    from training.trainer import latest_checkpoint
 
     checkpoint = latest_checkpoint(run_dir)
     assert checkpoint is not None

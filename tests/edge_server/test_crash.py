@@ -19,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from skinspector.edge_server.devices import DeviceRegistry
+from edge_server.devices import DeviceRegistry
 from tests.edge_server.conftest import photo
 
 pytestmark = pytest.mark.slow

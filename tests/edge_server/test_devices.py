@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from skinspector.core.errors import InputError
-from skinspector.edge_server import devices
-from skinspector.edge_server.devices import (
+from edge_server import devices
+from edge_server.devices import (
     LAST_SEEN_INTERVAL_SECONDS,
     Device,
     DeviceRegistry,
@@ -26,6 +25,7 @@ from skinspector.edge_server.devices import (
     PairingRateLimited,
     PairingSettings,
 )
+from skinspector.core.errors import InputError
 
 T0 = 1_700_000_000.0
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from skinspector.edge_server.mdns import (
+from edge_server.mdns import (
     SERVICE_TYPE,
     MdnsAnnouncer,
     MdnsError,

@@ -97,8 +97,8 @@ def test_text_only_completion(live_server: LiveServer) -> None:
 
 
 def test_the_bundles_sampling_defaults_apply(live_server_factory, demo_bundle) -> None:  # type: ignore[no-untyped-def]
+    from edge_server.bundle import ActiveBundle
     from skinspector.core.settings import SamplingSettings
-    from skinspector.edge_server.bundle import ActiveBundle
 
     tuned = demo_bundle.manifest.model_copy(
         update={"sampling": SamplingSettings(max_tokens=3, temperature=0.5)}

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from skinspector.edge_server.qr import pairing_url, qr_svg, qr_terminal
+from edge_server.qr import pairing_url, qr_svg, qr_terminal
 
 BASE = "http://192.168.1.20:8080"
 

@@ -14,10 +14,7 @@ import pytest
 from PIL import Image, ImageFilter
 from pydantic import ValidationError
 
-from skinspector.core.case_schema import Action, Assessment, ClinicalContext, Language
-from skinspector.core.imaging import PreparedImage, prepare_image
-from skinspector.core.samples import lesion_photo
-from skinspector.edge_server.safety import (
+from edge_server.safety import (
     QualitySettings,
     RedFlagRule,
     TriggeredFlag,
@@ -29,6 +26,10 @@ from skinspector.edge_server.safety import (
     mean_luma,
     normalise_text,
 )
+from skinspector.core.case_schema import Action, Assessment, ClinicalContext, Language
+from skinspector.core.imaging import PreparedImage, prepare_image
+from skinspector.core.resources import resource_path
+from skinspector.core.samples import lesion_photo
 
 RULES = load_rules()
 RULE_BY_ID = {rule.id: rule for rule in RULES}
@@ -201,7 +202,7 @@ def test_bundled_rules_cover_the_required_presentations() -> None:
 
 
 def test_explicit_path_loads_the_same_rules_as_the_default() -> None:
-    bundled = Path(__file__).parents[2] / "src/skinspector/edge_server/data/red_flags.json"
+    bundled = resource_path("edge_server", "data", "red_flags.json")
     assert [rule.id for rule in load_rules(bundled)] == [rule.id for rule in RULES]
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from skinspector.core.samples import lesion_photo
-from tests.core.test_imaging import _png_bomb
 from tests.edge_server.conftest import LiveServer, photo
+from tests.skinspector.core.test_imaging import _png_bomb
 
 pytestmark = pytest.mark.slow
 

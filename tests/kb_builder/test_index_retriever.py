@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skinspector.kb_builder.embedding import (
+from kb_builder.embedding import (
     SentenceTransformerEmbedder,
     backend_agreement,
     demo_hf_dir,
     normalise,
 )
-from skinspector.kb_builder.errors import IncompatibleIndexError, IndexMissingError, KbError
-from skinspector.kb_builder.index import build_index
-from skinspector.kb_builder.manifest import IndexManifest
-from skinspector.kb_builder.retriever import (
+from kb_builder.errors import IncompatibleIndexError, IndexMissingError, KbError
+from kb_builder.index import build_index
+from kb_builder.manifest import IndexManifest
+from kb_builder.retriever import (
     HybridRetriever,
     Method,
     RetrievalParams,
@@ -181,7 +181,7 @@ def test_backends_agree(corpus_index: Path, demo_embedder) -> None:  # type: ign
 
 def test_starter_kb_retrieval_quality(starter_index: Path) -> None:
     """A regression floor on the bundled query set (see README for the full table)."""
-    from skinspector.kb_builder.evaluation import default_queries_path, evaluate, load_queries
+    from kb_builder.evaluation import default_queries_path, evaluate, load_queries
 
     queries = load_queries(default_queries_path())
     assert len(queries) >= 80

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from skinspector.kb_builder.chunking import ChunkingParams, chunk_document
-from skinspector.kb_builder.errors import DocumentError
-from skinspector.kb_builder.ingest import (
+from kb_builder.chunking import ChunkingParams, chunk_document
+from kb_builder.errors import DocumentError
+from kb_builder.ingest import (
     Block,
     Document,
     clean_text,

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from skinspector.core.errors import SkinspectorError
-from skinspector.sync_agent.envelope import (
+from sync_agent.envelope import (
     DEFAULT_MAX_BYTES,
     HPKE_OVERHEAD,
     EnvelopeHeader,
@@ -24,7 +24,7 @@ from skinspector.sync_agent.envelope import (
     peek_header,
     seal,
 )
-from skinspector.sync_agent.errors import (
+from sync_agent.errors import (
     BadSignature,
     DecryptionFailed,
     EnvelopeError,
@@ -35,7 +35,7 @@ from skinspector.sync_agent.errors import (
     UnsupportedVersion,
     WrongRecipient,
 )
-from skinspector.sync_agent.keys import (
+from sync_agent.keys import (
     SUITE_NAME,
     PartyKeys,
     PublicIdentity,

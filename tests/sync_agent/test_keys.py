@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from skinspector.core.errors import SkinspectorError
-from skinspector.sync_agent.envelope import open_envelope, seal
-from skinspector.sync_agent.errors import IdentityError, KeyFileError, SyncError
-from skinspector.sync_agent.keys import (
+from sync_agent.envelope import open_envelope, seal
+from sync_agent.errors import IdentityError, KeyFileError, SyncError
+from sync_agent.keys import (
     KEM_PUBLIC_LEN,
     SUITE_NAME,
     PartyKeys,

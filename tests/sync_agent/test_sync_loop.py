@@ -13,22 +13,22 @@ from typing import Any
 
 import pytest
 
+from edge_server.store import CaseStatus, CaseStore, NewPhoto
+from edge_server.sync_wiring import case_payload, clinic_keys, save_hub_config
 from skinspector.core.case_schema import ClinicalContext
 from skinspector.core.samples import lesion_photo
-from skinspector.edge_server.store import CaseStatus, CaseStore, NewPhoto
-from skinspector.edge_server.sync_wiring import case_payload, clinic_keys, save_hub_config
-from skinspector.sync_agent.agent import SyncAgent, backoff_delay
-from skinspector.sync_agent.outbox import Outbox
-from skinspector.sync_agent.settings import SyncSettings
+from sync_agent.agent import SyncAgent, backoff_delay
+from sync_agent.outbox import Outbox
+from sync_agent.settings import SyncSettings
 from tests.edge_server.conftest import photo
-from tests.sync_agent.faulty_proxy import FaultyProxy
-from tests.sync_agent.hub_harness import (
+from tests.review_hub.hub_harness import (
     LiveHub,
     csrf_token,
     logged_in,
     queue_keys,
     running_hub,
 )
+from tests.sync_agent.faulty_proxy import FaultyProxy
 
 pytestmark = pytest.mark.slow
 

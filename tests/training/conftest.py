@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from skinspector.cli.main import cli
-from skinspector.training.config import load_config
-from skinspector.training.synthetic import write_synthetic_skincap
-from skinspector.training.trainer import train
+from training.config import load_config
+from training.synthetic import write_synthetic_skincap
+from training.trainer import train
 
 STEPS = 24
 OVERRIDES = [

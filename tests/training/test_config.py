@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from skinspector.training.config import ConfigError, TrainConfig, load_config
-from skinspector.training.trainer import _target_modules, resolve_features
+from training.config import ConfigError, TrainConfig, load_config
+from training.trainer import _target_modules, resolve_features
 
 
 def test_defaults_are_the_reports() -> None:

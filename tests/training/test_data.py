@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skinspector.training.data import (
+from training.data import (
     CSV_NAME,
     DataError,
     EmptySplitError,
@@ -16,7 +16,7 @@ from skinspector.training.data import (
     load_skincap,
     make_split,
 )
-from skinspector.training.synthetic import write_synthetic_skincap
+from training.synthetic import write_synthetic_skincap
 
 
 def _rewrite_csv(root: Path, edit) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from skinspector.cli.main import cli
-from skinspector.training.wordnet import missing_wordnet_files
+from training.wordnet import missing_wordnet_files
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skinspector.training.bootstrap import bootstrap
-from skinspector.training.diagnosis import DiagnosisMatcher, load_synonym_entries, parse_kb_entry
-from skinspector.training.evaluation_errors import EvaluationInputError, WordNetUnavailableError
-from skinspector.training.metrics import (
+from training.bootstrap import bootstrap
+from training.diagnosis import DiagnosisMatcher, load_synonym_entries, parse_kb_entry
+from training.evaluation_errors import EvaluationInputError, WordNetUnavailableError
+from training.metrics import (
     MetricConfig,
     MetricSuite,
     MetricTable,
@@ -26,7 +26,7 @@ from skinspector.training.metrics import (
     read_eval_dir,
     score_records,
 )
-from skinspector.training.wordnet import (
+from training.wordnet import (
     DEBIAN_WORDNET,
     INSTALL_HINT,
     lexnames_text,
@@ -216,7 +216,7 @@ def test_wordnet_copy_is_built_once(suite: MetricSuite, cache_dir: Path) -> None
     reader = suite.wordnet()
     assert reader.get_version() == "3.0"
     assert {lemma.name() for s in reader.synsets("red") for lemma in s.lemmas()} >= {"crimson"}
-    from skinspector.training.wordnet import wordnet_root
+    from training.wordnet import wordnet_root
 
     root = wordnet_root(DEBIAN_WORDNET, cache_dir)
     assert (root / "lexnames").read_text() == lexnames_text()

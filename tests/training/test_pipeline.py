@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from skinspector.cli.main import cli
-from skinspector.training.config import load_config
-from skinspector.training.trainer import checkpoints, train
 from tests.training.conftest import OVERRIDES, STEPS
+from training.config import load_config
+from training.trainer import checkpoints, train
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,7 @@ def test_resume_refuses_an_incompatible_config(run, dataset: Path, tiny_model) -
     config = load_config(
         None, [*OVERRIDES, "adapter.r=8", f"base_model={json.dumps(str(tiny_model.hf_dir))}"]
     )
-    from skinspector.training.trainer import RunError
+    from training.trainer import RunError
 
     with pytest.raises(RunError, match="config differs in adapter"):
         train(config, dataset, run.run_dir, resume=True, progress=False)
@@ -178,7 +178,7 @@ def test_exported_model_runs_in_the_engine(exported: Path) -> None:
     from skinspector.core.imaging import prepare_image
     from skinspector.core.samples import lesion_photo
     from skinspector.core.settings import EngineSettings, SamplingSettings
-    from skinspector.training.export import read_export
+    from training.export import read_export
 
     model, mmproj = read_export(exported)
     with VisionLanguageModel(model, mmproj, EngineSettings(n_threads=2)) as engine:

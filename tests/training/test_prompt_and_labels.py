@@ -11,7 +11,7 @@ from skinspector.core.engine import VisionLanguageModel, qwen_vl_handler_class
 from skinspector.core.imaging import prepare_image
 from skinspector.core.samples import lesion_photo
 from skinspector.core.settings import ImageSettings
-from skinspector.training.vlm import (
+from training.vlm import (
     END_OF_TURN,
     IGNORE_INDEX,
     collate,

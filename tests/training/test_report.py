@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinspector.training.evaluation_errors import EvaluationInputError
-from skinspector.training.metrics import MetricConfig, MetricSuite
-from skinspector.training.report import read_history, write_report
+from training.evaluation_errors import EvaluationInputError
+from training.metrics import MetricConfig, MetricSuite
+from training.report import read_history, write_report
 
 WORDS = [
     "red",
@@ -65,7 +65,7 @@ def make_run(run_dir: Path, config: MetricConfig, *, torn: bool = False) -> None
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    from skinspector.training.wordnet import missing_wordnet_files
+    from training.wordnet import missing_wordnet_files
 
     run_dir = tmp_path_factory.mktemp("report") / "run"
     config = MetricConfig(cache_dir=cache_dir, n_boot=100, meteor=not missing_wordnet_files())

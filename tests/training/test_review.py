@@ -14,8 +14,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from skinspector.training.evaluation_errors import EvaluationInputError
-from skinspector.training.review import (
+from tests.chromium import launch_chromium
+from tests.threaded_loop import serve_in_background
+from training.evaluation_errors import EvaluationInputError
+from training.review import (
     EXPORT_FORMAT,
     Mark,
     MarkStore,
@@ -26,9 +28,7 @@ from skinspector.training.review import (
     render_summary,
     summarize,
 )
-from skinspector.training.review_server import RunningReview, start_review_server
-from tests.chromium import launch_chromium
-from tests.threaded_loop import serve_in_background
+from training.review_server import RunningReview, start_review_server
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
@@ -308,7 +308,7 @@ def test_server_serves_only_the_generations_images(review: ReviewSet, tmp_path: 
 
 
 def test_static_html_is_self_contained(review: ReviewSet, tmp_path: Path) -> None:
-    from skinspector.training.review_server import write_static_html
+    from training.review_server import write_static_html
 
     path, missing = write_static_html(review, tmp_path / "review.html")
     html = path.read_text()
@@ -408,7 +408,7 @@ def test_review_page_in_chromium(review: ReviewSet, page: Any) -> None:
 def test_static_page_exports_marks_for_import(review: ReviewSet, page: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    from skinspector.training.review_server import write_static_html
+    from training.review_server import write_static_html
 
     path, _ = write_static_html(review, tmp_path / "review.html")
     page.goto(path.as_uri())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from skinspector.core.gguf import ExportError, quantize
-from skinspector.training.tiny_model import TinyModelSpec, cache_key, ensure_tiny_model
+from training.tiny_model import TinyModelSpec, cache_key, ensure_tiny_model
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from skinspector.updates.slots import SlotStore
+from updates.slots import SlotStore
 
 
 def main(data_dir: str, archive: str, step: str) -> None:

@@ -12,7 +12,7 @@ from tests.updates.helpers import RealBundles
 @pytest.fixture(scope="session")
 def real_bundles(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> RealBundles:
     """Archives 1.0.0 and 1.1.0 of the tiny model + starter-KB index (built once)."""
-    from skinspector.edge_server.bundle import ensure_demo_bundle
+    from training.demo_bundle import ensure_demo_bundle
 
     bundles = RealBundles(
         tmp_path_factory.mktemp("real-bundles"), {}, ensure_demo_bundle(cache_dir)

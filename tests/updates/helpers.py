@@ -19,18 +19,19 @@ from typing import Any
 
 from tuf.api.metadata import Metadata, Root, Timestamp
 
+from edge_server.server import start_server
+from kb_builder.chunking import ChunkingParams
+from kb_builder.manifest import EmbeddingInfo, HnswParams, IndexManifest
 from skinspector.core.bundle_manifest import BundleManifest
 from skinspector.core.storage import write_atomic
-from skinspector.edge_server.server import start_server
-from skinspector.kb_builder.chunking import ChunkingParams
-from skinspector.kb_builder.manifest import EmbeddingInfo, HnswParams, IndexManifest
-from skinspector.updates.build import build_bundle
-from skinspector.updates.card import CARD_TEMPLATE
-from skinspector.updates.keys import KeyStore, NamedSigner
-from skinspector.updates.repository import ExpiryPolicy, Repository
-from skinspector.updates.slots import SlotStore
 from tests.edge_server.conftest import LiveServer, server_settings
 from tests.threaded_loop import serve_in_background
+from training.demo_bundle import ensure_demo_bundle
+from updates.build import build_bundle
+from updates.card import CARD_TEMPLATE
+from updates.keys import KeyStore, NamedSigner
+from updates.repository import ExpiryPolicy, Repository
+from updates.slots import SlotStore
 
 NOW = datetime.now(UTC)
 
@@ -241,7 +242,9 @@ def clinic_server(data_dir: Path, cache_dir: Path, **server: Any) -> Iterator[Li
     base.update(server)
     settings = server_settings(data_dir, cache_dir, **base)
     with serve_in_background(
-        lambda: start_server(settings), lambda running: running.stop(), timeout=120
+        lambda: start_server(settings, demo_builder=ensure_demo_bundle),
+        lambda running: running.stop(),
+        timeout=120,
     ) as bg:
         yield LiveServer(bg.running.url, data_dir, settings, bg.running, bg.loop)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from skinspector.core.bundle_manifest import BundleManifest
-from skinspector.updates.integrity import verify_directory
-from skinspector.updates.slots import SlotStore
 from tests.updates.helpers import RealBundles, assert_serving, clinic_server, install
+from updates.integrity import verify_directory
+from updates.slots import SlotStore
 
 pytestmark = pytest.mark.slow
 

@@ -16,25 +16,8 @@ from pathlib import Path
 import pytest
 
 from skinspector.core.bundle_manifest import BundleManifest
-from skinspector.updates import repository as repository_module
-from skinspector.updates.client import UpdateClient
-from skinspector.updates.clock import TrustedTime
-from skinspector.updates.errors import (
-    BundleIntegrityError,
-    DownloadIntegrityError,
-    ExpiredMetadataError,
-    MetadataMismatchError,
-    RollbackError,
-    SignatureError,
-    SmokeTestError,
-)
-from skinspector.updates.fetcher import UpdateSource
-from skinspector.updates.integrity import verify_directory
-from skinspector.updates.keys import KeyStore
-from skinspector.updates.service import UpdateOutcome, run_update
-from skinspector.updates.slots import SmokeTest
 from tests.edge_server.conftest import LiveServer
-from tests.sync_agent.hub_harness import running_hub
+from tests.review_hub.hub_harness import running_hub
 from tests.updates.helpers import (
     RealBundles,
     SignedRepo,
@@ -53,6 +36,23 @@ from tests.updates.helpers import (
     tar_members,
     write_tar,
 )
+from updates import repository as repository_module
+from updates.client import UpdateClient
+from updates.clock import TrustedTime
+from updates.errors import (
+    BundleIntegrityError,
+    DownloadIntegrityError,
+    ExpiredMetadataError,
+    MetadataMismatchError,
+    RollbackError,
+    SignatureError,
+    SmokeTestError,
+)
+from updates.fetcher import UpdateSource
+from updates.integrity import verify_directory
+from updates.keys import KeyStore
+from updates.service import UpdateOutcome, run_update
+from updates.slots import SmokeTest
 
 pytestmark = pytest.mark.slow
 
@@ -258,7 +258,7 @@ def test_bundle_whose_smoke_test_fails(
     archive = real_bundles.build("1.9.0", model=broken)
     signed = make_repo(tmp_path / "m", archive)
     client = _client(tmp_path, signed)
-    from skinspector.updates.smoke import subprocess_smoke_test
+    from updates.smoke import subprocess_smoke_test
 
     with pytest.raises(SmokeTestError, match=r"smoke test failed.*cannot load"):
         _update(clinic, signed.path, client, smoke=subprocess_smoke_test)

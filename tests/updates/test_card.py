@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from skinspector.updates.card import CARD_TEMPLATE, parse_card
-from skinspector.updates.errors import BundleInputError
+from updates.card import CARD_TEMPLATE, parse_card
+from updates.errors import BundleInputError
 
 
 def test_template_parses_and_carries_the_skincap_licence() -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from skinspector.cli import cli
-from skinspector.updates.repository import ExpiryPolicy
 from tests.updates.helpers import (
     bundle_target_file,
     fake_bundle,
@@ -20,6 +19,7 @@ from tests.updates.helpers import (
     make_repo,
     replace_file,
 )
+from updates.repository import ExpiryPolicy
 
 
 def invoke(*args: str | Path) -> Result:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from skinspector.updates.clock import TrustedTime, check_expiry
-from skinspector.updates.errors import ExpiredMetadataError
+from updates.clock import TrustedTime, check_expiry
+from updates.errors import ExpiredMetadataError
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

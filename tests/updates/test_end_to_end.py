@@ -12,18 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from edge_server import keys as app_keys
+from edge_server.sync_wiring import save_hub_config
+from kb_builder.embedding import DEMO_MODEL_ID, LlamaCppEmbedder, ensure_demo_gguf
+from kb_builder.index import build_index
 from skinspector.cli import cli
-from skinspector.edge_server import keys as app_keys
-from skinspector.edge_server.sync_wiring import save_hub_config
-from skinspector.kb_builder.embedding import DEMO_MODEL_ID, LlamaCppEmbedder, ensure_demo_gguf
-from skinspector.kb_builder.index import build_index
-from skinspector.updates.client import UpdateClient
-from skinspector.updates.clock import TrustedTime
-from skinspector.updates.errors import ExpiredMetadataError
-from skinspector.updates.fetcher import UpdateSource
-from skinspector.updates.service import run_update
-from skinspector.updates.slots import SlotStore
-from tests.sync_agent.hub_harness import running_hub
+from tests.review_hub.hub_harness import running_hub
 from tests.updates.helpers import (
     RealBundles,
     assert_serving,
@@ -38,6 +32,12 @@ from tests.updates.helpers import (
     wait_for_version,
     wait_until,
 )
+from updates.client import UpdateClient
+from updates.clock import TrustedTime
+from updates.errors import ExpiredMetadataError
+from updates.fetcher import UpdateSource
+from updates.service import run_update
+from updates.slots import SlotStore
 
 pytestmark = pytest.mark.slow
 

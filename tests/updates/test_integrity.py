@@ -11,14 +11,6 @@ import pytest
 
 from skinspector.core.bundle_manifest import BundleManifest
 from skinspector.core.errors import ModelFileError
-from skinspector.updates.build import build_bundle
-from skinspector.updates.errors import BundleInputError, BundleIntegrityError
-from skinspector.updates.integrity import (
-    archive_manifest,
-    unpack_archive,
-    verify_archive,
-    verify_directory,
-)
 from tests.updates.helpers import (
     Member,
     card,
@@ -27,6 +19,14 @@ from tests.updates.helpers import (
     model_member,
     tar_members,
     write_tar,
+)
+from updates.build import build_bundle
+from updates.errors import BundleInputError, BundleIntegrityError
+from updates.integrity import (
+    archive_manifest,
+    unpack_archive,
+    verify_archive,
+    verify_directory,
 )
 
 

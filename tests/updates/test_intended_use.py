@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.sync_agent.hub_harness import case_document, logged_in, queue_keys, running_hub
+from tests.review_hub.hub_harness import case_document, logged_in, queue_keys, running_hub
 
 
 def test_review_page_shows_the_bundles_intended_use(tmp_path: Path) -> None:

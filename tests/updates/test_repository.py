@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from skinspector.updates.client import UpdateClient
-from skinspector.updates.errors import (
+from tests.updates.helpers import fake_bundle, make_repo, no_smoke, pointer_bytes, resign
+from updates.client import UpdateClient
+from updates.errors import (
     BundleInputError,
     KeyStoreError,
     NotProvisionedError,
     SignatureError,
     UpdateError,
 )
-from skinspector.updates.fetcher import UpdateSource
-from skinspector.updates.keys import KeyStore
-from skinspector.updates.repository import Repository
-from skinspector.updates.service import run_update
-from skinspector.updates.slots import SlotStore
-from tests.updates.helpers import fake_bundle, make_repo, no_smoke, pointer_bytes, resign
+from updates.fetcher import UpdateSource
+from updates.keys import KeyStore
+from updates.repository import Repository
+from updates.service import run_update
+from updates.slots import SlotStore
 
 
 def _clinic(tmp_path: Path, root: bytes) -> Path:

@@ -8,22 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from skinspector.core.bundle_manifest import BundleManifest
-from skinspector.core.settings import SamplingSettings
-from skinspector.edge_server.bundle import (
+from edge_server.bundle import (
     ActiveBundle,
     effective_sampling,
     resolve_bundle,
     resolve_served,
 )
-from skinspector.updates.errors import (
+from skinspector.core.bundle_manifest import BundleManifest
+from skinspector.core.settings import SamplingSettings
+from tests.updates.helpers import fake_bundle, no_smoke, pointer_bytes
+from updates.errors import (
     BundleIntegrityError,
     IncompatibleBundleError,
     SlotError,
     SmokeTestError,
 )
-from skinspector.updates.slots import SlotStore
-from tests.updates.helpers import fake_bundle, no_smoke, pointer_bytes
+from updates.slots import SlotStore
 
 CACHE = Path("/nonexistent-cache")  # resolving never needs the demo bundle here
 

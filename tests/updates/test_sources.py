@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from skinspector.updates.client import UpdateClient
-from skinspector.updates.errors import ExpiredMetadataError, UpdateSourceError
-from skinspector.updates.fetcher import UpdateSource
-from skinspector.updates.repository import Repository
-from skinspector.updates.service import run_update
-from tests.sync_agent.hub_harness import running_hub
+from tests.review_hub.hub_harness import running_hub
 from tests.updates.helpers import bundle_target_file, fake_bundle, make_repo, no_smoke
+from updates.client import UpdateClient
+from updates.errors import ExpiredMetadataError, UpdateSourceError
+from updates.fetcher import UpdateSource
+from updates.repository import Repository
+from updates.service import run_update
 
 
 def test_hub_serves_the_repository_and_nothing_else(tmp_path: Path) -> None:

@@ -1,1 +1,0 @@
-"""Knowledge base: document ingestion, chunking, embedding, index build and the retriever."""
