@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from training.config import ConfigError, TrainConfig, load_config
-from training.trainer import _target_modules, resolve_features
+from training.model_setup import resolve_features
+from training.model_setup import target_modules as _target_modules
 
 
 def test_defaults_are_the_reports() -> None:
