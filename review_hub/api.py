@@ -2,7 +2,7 @@
 
 * ``POST /api/v1/envelopes``: a sealed case (``application/octet-stream``) -> its ack;
 * ``GET /api/v1/reviews?after=<cursor>``: the calling clinic's reviews, sealed for it
-  (signed request, see :mod:`review_hub.auth`);
+  (signed request, see :mod:`sync_agent.signing`);
 * ``GET /api/v1/identity``: the hub's public identity; ``GET /healthz``.
 
 Every error is ``{"error": {"code", "message"}}`` with the status listed in the README of

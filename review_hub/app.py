@@ -18,7 +18,7 @@ from aiohttp import web
 from review_hub import api, ui, updates_repo
 from review_hub.passwords import dummy_hash
 from review_hub.settings import HubSettings
-from review_hub.state import DUMMY_HASH, HUB_KEYS, SETTINGS, STORE, TEMPLATES
+from review_hub.state import DUMMY_HASH, HUB_KEYS, SETTINGS, STORE
 from review_hub.store import HubStore, load_or_create_hub_keys
 from skinspector.core.http_api import ApiError, http_exception_json
 
@@ -82,7 +82,7 @@ def create_hub_app(settings: HubSettings) -> web.Application:
         client_max_size=settings.max_form_bytes,
     )
     app[SETTINGS] = settings
-    app[TEMPLATES] = ui.load_templates()
+    ui.setup_templates(app)
     app.cleanup_ctx.append(_resources)
     app.on_response_prepare.append(_security_headers)
     app.add_routes(api.routes)

@@ -107,15 +107,6 @@ class ReviewerStore(StoreBase):
 
     # ------------------------------------------------------------------ sessions
 
-    def set_password_hash(self, username: str, password_hash: str) -> None:
-        with self._write() as db:
-            db.execute(
-                "UPDATE reviewers SET password_hash = ? WHERE username = ?",
-                (password_hash, username),
-            )
-
-    # ------------------------------------------------------------------ sessions
-
     def create_session(self, username: str, ttl_seconds: float) -> tuple[str, SessionRecord]:
         """A new session; returns (cookie token, record). Only the token's hash is stored."""
         token = secrets.token_urlsafe(32)
