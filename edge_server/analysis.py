@@ -16,13 +16,8 @@ from typing import Any
 
 from edge_server.bundle import DEMO_WARNING, ActiveBundle
 from edge_server.metrics import Metrics
-from edge_server.safety import (
-    QualitySettings,
-    RedFlagRule,
-    apply_safety,
-    check_quality,
-    evaluate_red_flags,
-)
+from edge_server.safety.quality import QualitySettings, check_quality
+from edge_server.safety.red_flags import RedFlagRule, apply_safety, evaluate_red_flags
 from edge_server.settings import AnalysisSettings
 from kb_builder.retriever import Hit, HybridRetriever
 from skinspector.core.case_schema import ClinicalContext

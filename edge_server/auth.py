@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from edge_server.devices import Device
+from edge_server.device_tokens import Device
 from edge_server.http_errors import ApiError
 from edge_server.keys import DEVICES
 

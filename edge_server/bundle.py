@@ -24,13 +24,13 @@ from updates.slots import POINTER_NAME, SlotStore
 
 __all__ = [
     "DEMO_WARNING",
+    "NO_BUNDLE_MESSAGE",
     "ActiveBundle",
+    "DemoBuilder",
     "Fallback",
     "ServedBundle",
     "bundle_candidates",
     "effective_sampling",
-    "DemoBuilder",
-    "NO_BUNDLE_MESSAGE",
     "read_pointer",
     "resolve_bundle",
     "resolve_served",

@@ -28,7 +28,7 @@ from edge_server.bundle import (
     effective_sampling,
     read_pointer,
 )
-from edge_server.safety import load_rules
+from edge_server.safety.rule_file import load_rules
 from edge_server.settings import EdgeSettings
 from kb_builder.manifest import CHROMA_DIR
 from kb_builder.retriever import HybridRetriever

@@ -1,15 +1,17 @@
-"""Paired phones: one-time pairing codes, device tokens and brute-force limits.
+"""The device registry: pairing codes and paired devices in one SQLite file.
 
-A phone must pair with the box before it may use the API. The box shows a short numeric
-pairing code (typed, or scanned as a QR code); the phone redeems it once, together with a
-device name, and receives a random bearer token that it keeps. Every later request carries
-that token, which :meth:`DeviceRegistry.authenticate` maps back to a :class:`Device`.
+:class:`DeviceRegistry` stores the pairing codes the box shows
+(:mod:`edge_server.pairing`), redeems them for device tokens
+(:mod:`edge_server.device_tokens`) under the brute-force limits of
+:mod:`edge_server.pairing_limits`, and maps every later request's token back to a
+:class:`~edge_server.device_tokens.Device`.
 
 Storage is a SQLite file shared by the aiohttp server (event-loop thread) and the
-``skinspector`` CLI (another process) at the same time, hence WAL mode,
-``synchronous=FULL``, a busy timeout, short transactions and ``BEGIN IMMEDIATE`` wherever
-a decision is read and then written (redeeming a code, counting failures), so the check
-and the write cannot interleave with another writer in this or any other process.
+``skinspector`` CLI (another process) at the same time. The connection comes from
+:func:`skinspector.core.storage.connect_sqlite` (WAL, ``synchronous=FULL``, a busy
+timeout); transactions are short, and ``BEGIN IMMEDIATE`` is used wherever a decision is
+read and then written (redeeming a code, counting failures), so the check and the write
+cannot interleave with another writer in this or any other process.
 
 Secrets are never stored in clear: the ``devices`` table holds the SHA-256 of each token
 and ``pairing_codes`` the SHA-256 of each code; lookups are by hash. Tokens carry 256 bits
@@ -22,48 +24,38 @@ already controls the box, so this is accepted.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import secrets
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from edge_server.device_tokens import (
+    Device,
+    IssuedDevice,
+    issue_device,
+    last_seen_is_stale,
+    plausible_token,
+)
+from edge_server.pairing import (
+    MAX_CODE_INPUT_LENGTH,
+    ExpiredPairingCode,
+    InvalidPairingCode,
+    PairingCode,
+    PairingError,
+    PairingRateLimited,
+    PairingSettings,
+    new_pairing_code,
+    normalize_pairing_code,
+    validate_device_name,
+)
+from edge_server.pairing_limits import forget_old_failures, record_failure, retry_after
+from skinspector.core.errors import SkinspectorError
+from skinspector.core.storage import connect_sqlite, immediate_transaction
 
-from skinspector.core.errors import InputError, SkinspectorError
-from skinspector.core.storage import immediate_transaction
-
-__all__ = [
-    "LAST_SEEN_INTERVAL_SECONDS",
-    "MAX_DEVICE_NAME_LENGTH",
-    "Device",
-    "DeviceRegistry",
-    "ExpiredPairingCode",
-    "InvalidDeviceName",
-    "InvalidPairingCode",
-    "IssuedDevice",
-    "PairingCode",
-    "PairingError",
-    "PairingRateLimited",
-    "PairingSettings",
-]
-
-#: ``last_seen`` is rewritten at most this often per device (no write per request).
-LAST_SEEN_INTERVAL_SECONDS = 60.0
-
-#: Longest accepted device name, in characters, after stripping.
-MAX_DEVICE_NAME_LENGTH = 64
-
-# Inputs longer than these cannot be valid and are rejected without hashing them.
-_MAX_CODE_INPUT_LENGTH = 64
-_MAX_TOKEN_LENGTH = 256
+__all__ = ["DeviceRegistry"]
 
 # Attempts to draw a code that collides with no live code before giving up.
 _CODE_ATTEMPTS = 20
@@ -95,163 +87,11 @@ CREATE INDEX IF NOT EXISTS pairing_failures_at ON pairing_failures (at);
 """
 
 
-class PairingSettings(BaseModel):
-    """Pairing-code format, lifetime and brute-force limits.
-
-    Code length: 8 decimal digits by default, i.e. 10**8 codes (~26.6 bits). Digits are
-    quick to type on a phone's numeric keypad and to read aloud; the entropy only has to
-    outlast the rate limits during a code's short life. Failed redemptions are capped at
-    ``max_failures_global`` per sliding ``failure_window_seconds`` for all clients
-    together (so rotating addresses does not help an attacker), and a code lives
-    ``code_ttl_seconds``. With the defaults (50 failures per 600 s, 300 s lifetime) an
-    attacker gets at most 50 guesses against a live code: a success chance of 5e-7 per
-    live code (see :meth:`worst_case_guess_probability`). Six digits would give 5e-5,
-    acceptable but with little margin if codes are left lying around; eight digits cost
-    the user almost nothing.
-
-    The global cap is a deliberate trade-off: a hostile device on the LAN can keep
-    pairing locked for everybody by spending failures, but it cannot pair, and it cannot
-    touch phones that are already paired. The per-client cap makes an honest user who
-    mistypes a few times wait instead of locking out the whole clinic.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    code_length: int = Field(
-        8, ge=6, le=12, description="Decimal digits in a pairing code (10**n codes)."
-    )
-    code_ttl_seconds: float = Field(
-        300.0, ge=30.0, le=3600.0, description="How long a new pairing code stays valid."
-    )
-    max_failures_per_client: int = Field(
-        5, ge=1, le=100, description="Failed redemptions one client may make per window."
-    )
-    failure_window_seconds: float = Field(
-        600.0, ge=60.0, le=86_400.0, description="Sliding window for failure counting."
-    )
-    max_failures_global: int = Field(
-        50, ge=1, le=10_000, description="Failed redemptions all clients may make per window."
-    )
-    token_bytes: int = Field(
-        32, ge=16, le=64, description="Random bytes in a device token (URL-safe base64)."
-    )
-
-    def worst_case_guess_probability(self, live_codes: int = 1) -> float:
-        """Upper bound on an attacker guessing one of ``live_codes`` codes in their lifetime.
-
-        Within any interval of length ``code_ttl_seconds`` the sliding-window limit admits
-        at most ``max_failures_global * ceil(ttl / window)`` failed guesses, and each guess
-        is compared with every live code at once.
-        """
-        guesses = self.max_failures_global * math.ceil(
-            self.code_ttl_seconds / self.failure_window_seconds
-        )
-        return min(1.0, guesses * live_codes / 10.0**self.code_length)
-
-
-class PairingError(InputError):
-    """Pairing failed because of what the phone sent; the message is safe to show."""
-
-
-class InvalidPairingCode(PairingError):
-    """The code is wrong, unknown or already used (the code itself is never echoed)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "This pairing code is not valid. Check the code shown on the box and try again."
-        )
-
-
-class ExpiredPairingCode(PairingError):
-    """The code existed but its lifetime is over."""
-
-    def __init__(self) -> None:
-        super().__init__("This pairing code has expired. Create a new code on the box.")
-
-
-class InvalidDeviceName(PairingError):
-    """The device name is empty, too long or holds non-printable characters."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            f"The device name must be 1 to {MAX_DEVICE_NAME_LENGTH} printable characters."
-        )
-
-
-class PairingRateLimited(PairingError):
-    """Too many failed attempts, from this client or from everybody; try again later."""
-
-    def __init__(self, retry_after_seconds: int) -> None:
-        self.retry_after_seconds = retry_after_seconds
-        super().__init__(
-            "Too many failed pairing attempts. "
-            f"Try again in {retry_after_seconds} second{'s' if retry_after_seconds != 1 else ''}."
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PairingCode:
-    """A fresh one-time code; only its hash is stored, so this is the only copy."""
-
-    code: str = field(repr=False)
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedDevice:
-    """A newly paired device. ``token`` is shown once and never stored in clear."""
-
-    device_id: str
-    name: str
-    token: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Device:
-    """A paired device as stored (times are clock seconds, as from ``time.time``)."""
-
-    id: str
-    name: str
-    created_at: float
-    last_seen: float | None
-    revoked_at: float | None
-
-    @property
-    def revoked(self) -> bool:
-        """Whether the device's token has been revoked."""
-        return self.revoked_at is not None
-
-
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def _new_code(length: int) -> str:
-    """A uniformly random ``length``-digit decimal string (leading zeros kept)."""
-    return f"{secrets.randbelow(10**length):0{length}d}"
-
-
-def _normalize_code(code: str) -> str:
-    """Drop surrounding blanks and grouping (``"1234 5678"``, ``"1234-5678"``).
-
-    Non-ASCII decimal digits (e.g. Arabic-Indic ones from a localized keyboard) are
-    mapped to ASCII so the hash matches.
-    """
-    cleaned = "".join(code.split()).replace("-", "")
-    if cleaned.isdecimal():
-        cleaned = "".join(str(unicodedata.decimal(char)) for char in cleaned)
-    return cleaned
-
-
-def _validate_device_name(name: str) -> str:
-    """NFC-normalized, stripped name of 1-64 printable characters, or InvalidDeviceName."""
-    cleaned = unicodedata.normalize("NFC", name).strip()
-    if not 1 <= len(cleaned) <= MAX_DEVICE_NAME_LENGTH or not cleaned.isprintable():
-        raise InvalidDeviceName
-    return cleaned
-
-
-def _device_from_row(row: tuple[Any, ...]) -> Device:
+def _device_from_row(row: sqlite3.Row) -> Device:
     return Device(
         id=str(row[0]),
         name=str(row[1]),
@@ -279,9 +119,8 @@ class DeviceRegistry:
     :meth:`PairingSettings.worst_case_guess_probability`).
 
     Every failed redemption (wrong, unknown, already used or expired code) is recorded
-    against the client and counted towards both the per-client and the global limit.
-    Attempts refused by the rate limit are not recorded (they did not test a code) and
-    a success does not clear earlier failures.
+    against the client and counted towards both the per-client and the global limit
+    (:mod:`edge_server.pairing_limits`).
 
     ``clock`` returns seconds (as :func:`time.time` does) and is read for every
     timestamp, so tests can move time.
@@ -303,17 +142,9 @@ class DeviceRegistry:
         if not self._path.exists():
             # Owner-only from the start; SQLite gives the -wal and -shm files the same mode.
             os.close(os.open(self._path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._conn = sqlite3.connect(
-            self._path,
-            timeout=busy_timeout_seconds,
-            isolation_level=None,  # autocommit; transactions are explicit
-            check_same_thread=False,  # guarded by self._lock
-        )
+        # Autocommit (transactions are explicit), usable from any thread (under self._lock).
+        self._conn = connect_sqlite(self._path, busy_timeout_ms=int(busy_timeout_seconds * 1000))
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
             with self._transaction() as conn:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -363,7 +194,7 @@ class DeviceRegistry:
             now = self._clock()
             expires_at = now + self.settings.code_ttl_seconds
             for _ in range(_CODE_ATTEMPTS):
-                code = _new_code(length)
+                code = new_pairing_code(length)
                 cursor = conn.execute(
                     "INSERT INTO pairing_codes (code_sha256, created_at, expires_at) "
                     "VALUES (?, ?, ?) ON CONFLICT (code_sha256) DO UPDATE SET "
@@ -386,32 +217,23 @@ class DeviceRegistry:
         failures). Concurrent redemptions of one code, from any process, yield exactly
         one device.
         """
-        name = _validate_device_name(device_name)
-        normalized = _normalize_code(code)
-        code_hash = _sha256(normalized) if len(normalized) <= _MAX_CODE_INPUT_LENGTH else None
+        name = validate_device_name(device_name)
+        normalized = normalize_pairing_code(code)
+        code_hash = _sha256(normalized) if len(normalized) <= MAX_CODE_INPUT_LENGTH else None
         error: PairingError | None = None
         issued: IssuedDevice | None = None
         with self._transaction() as conn:
             now = self._clock()
-            conn.execute(
-                "DELETE FROM pairing_failures WHERE at <= ?",
-                (now - self.settings.failure_window_seconds,),
-            )
-            retry_after = self._retry_after(conn, client, now)
-            if retry_after is not None:
-                error = PairingRateLimited(retry_after)
+            forget_old_failures(conn, self.settings, now)
+            wait = retry_after(conn, self.settings, client, now)
+            if wait is not None:
+                error = PairingRateLimited(wait)
             else:
                 error = self._code_error(conn, code_hash, now)
                 if error is not None:
-                    conn.execute(
-                        "INSERT INTO pairing_failures (client, at) VALUES (?, ?)", (client, now)
-                    )
+                    record_failure(conn, client, now)
                 else:
-                    issued = IssuedDevice(
-                        device_id=secrets.token_hex(8),
-                        name=name,
-                        token=secrets.token_urlsafe(self.settings.token_bytes),
-                    )
+                    issued = issue_device(name, self.settings.token_bytes)
                     conn.execute(
                         "INSERT INTO devices (id, name, token_sha256, created_at) "
                         "VALUES (?, ?, ?, ?)",
@@ -447,36 +269,6 @@ class DeviceRegistry:
             return ExpiredPairingCode()
         return None
 
-    def _retry_after(self, conn: sqlite3.Connection, client: str, now: float) -> int | None:
-        """Seconds until this client may try again, or None if it may try now."""
-        window = self.settings.failure_window_seconds
-        since = now - window
-        waits: list[float] = []
-        for where, params, limit in (
-            ("client = ? AND at > ?", (client, since), self.settings.max_failures_per_client),
-            ("at > ?", (since,), self.settings.max_failures_global),
-        ):
-            count = int(
-                conn.execute(
-                    f"SELECT COUNT(*) FROM pairing_failures WHERE {where}",  # noqa: S608
-                    params,
-                ).fetchone()[0]
-            )
-            if count >= limit:
-                # The count drops below the limit when the (count - limit + 1)-th oldest
-                # failure leaves the window.
-                oldest = float(
-                    conn.execute(
-                        f"SELECT at FROM pairing_failures WHERE {where} "  # noqa: S608
-                        "ORDER BY at LIMIT 1 OFFSET ?",
-                        (*params, count - limit),
-                    ).fetchone()[0]
-                )
-                waits.append(oldest + window - now)
-        if not waits:
-            return None
-        return max(1, math.ceil(max(waits)))
-
     def purge_expired_codes(self) -> int:
         """Delete expired codes (used or not) and failures older than the window.
 
@@ -488,10 +280,7 @@ class DeviceRegistry:
             deleted = conn.execute(
                 "DELETE FROM pairing_codes WHERE expires_at <= ?", (now,)
             ).rowcount
-            conn.execute(
-                "DELETE FROM pairing_failures WHERE at <= ?",
-                (now - self.settings.failure_window_seconds,),
-            )
+            forget_old_failures(conn, self.settings, now)
         return int(deleted)
 
     # Devices -------------------------------------------------------------------------
@@ -500,10 +289,10 @@ class DeviceRegistry:
         """The device holding ``token``, or None if unknown or revoked.
 
         ``last_seen`` is written only when it is at least
-        :data:`LAST_SEEN_INTERVAL_SECONDS` away from now, so a busy phone costs one write
-        a minute, not one per request.
+        :data:`~edge_server.device_tokens.LAST_SEEN_INTERVAL_SECONDS` away from now, so a
+        busy phone costs one write a minute, not one per request.
         """
-        if not token or len(token) > _MAX_TOKEN_LENGTH:
+        if not plausible_token(token):
             return None
         token_hash = _sha256(token)
         with self._reading() as conn:
@@ -517,9 +306,7 @@ class DeviceRegistry:
         if device.revoked:
             return None
         now = self._clock()
-        if device.last_seen is not None and (
-            abs(now - device.last_seen) < LAST_SEEN_INTERVAL_SECONDS
-        ):
+        if not last_seen_is_stale(device, now):
             return device
         with self._transaction() as conn:
             updated = conn.execute(

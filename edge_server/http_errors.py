@@ -11,11 +11,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from edge_server.devices import (
-    ExpiredPairingCode,
-    InvalidPairingCode,
-    PairingRateLimited,
-)
+from edge_server.pairing import ExpiredPairingCode, InvalidPairingCode, PairingRateLimited
 from skinspector.core.errors import (
     ImageDecodeError,
     ImageTooLargeError,

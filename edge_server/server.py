@@ -11,7 +11,7 @@ from aiohttp import web
 from edge_server import keys
 from edge_server.app import create_app
 from edge_server.bundle import ActiveBundle, DemoBuilder
-from edge_server.mdns import MdnsAnnouncer
+from edge_server.mdns.announcer import MdnsAnnouncer
 from edge_server.routes_ops import API_VERSION
 from edge_server.settings import EdgeSettings
 from skinspector import __version__

@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
-from edge_server.devices import PairingSettings
-from edge_server.mdns import MdnsSettings
-from edge_server.safety import QualitySettings
+from edge_server.mdns.settings import MdnsSettings
+from edge_server.pairing import PairingSettings
+from edge_server.safety.quality import QualitySettings
 from skinspector.core.settings import Settings
 from sync_agent.settings import SyncSettings
 from updates.settings import UpdateSettings

@@ -65,13 +65,22 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def connect_sqlite(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
-    """A connection for one owner object (which serialises its use with a lock)."""
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    """A connection for one owner object (which serialises its use with a lock).
+
+    The busy timeout applies from the first statement on, switching to WAL included.
+    """
+    db = sqlite3.connect(
+        path, timeout=busy_timeout_ms / 1000, check_same_thread=False, isolation_level=None
+    )
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA foreign_keys=ON")
-    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    try:
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        db.close()
+        raise
     return db
 
 

@@ -13,14 +13,12 @@ import pytest
 from pydantic import ValidationError
 
 from edge_server import devices
-from edge_server.devices import (
-    LAST_SEEN_INTERVAL_SECONDS,
-    Device,
-    DeviceRegistry,
+from edge_server.device_tokens import LAST_SEEN_INTERVAL_SECONDS, Device, IssuedDevice
+from edge_server.devices import DeviceRegistry
+from edge_server.pairing import (
     ExpiredPairingCode,
     InvalidDeviceName,
     InvalidPairingCode,
-    IssuedDevice,
     PairingError,
     PairingRateLimited,
     PairingSettings,
@@ -555,7 +553,7 @@ def test_code_collision_is_redrawn(
     registry: DeviceRegistry, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     drawn = iter(["11111111", "11111111", "22222222", "11111111"])
-    monkeypatch.setattr(devices, "_new_code", lambda length: next(drawn))
+    monkeypatch.setattr(devices, "new_pairing_code", lambda length: next(drawn))
     assert registry.create_pairing_code().code == "11111111"
     assert registry.create_pairing_code().code == "22222222"  # the live one is not reused
     clock.advance(300)

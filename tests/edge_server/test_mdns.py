@@ -24,17 +24,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from edge_server.mdns import (
+from edge_server.mdns.announcer import MdnsAnnouncer
+from edge_server.mdns.browser import browse
+from edge_server.mdns.names import (
     SERVICE_TYPE,
-    MdnsAnnouncer,
-    MdnsError,
-    MdnsSettings,
-    browse,
     default_hostname,
     default_instance_name,
-    local_ipv4_addresses,
     sanitize_dns_label,
 )
+from edge_server.mdns.network import MdnsError, local_ipv4_addresses
+from edge_server.mdns.settings import MdnsSettings
 
 LOOPBACK = "127.0.0.1"
 WATCHER = Path(__file__).with_name("mdns_watch.py")

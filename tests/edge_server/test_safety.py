@@ -14,18 +14,15 @@ import pytest
 from PIL import Image, ImageFilter
 from pydantic import ValidationError
 
-from edge_server.safety import (
-    QualitySettings,
+from edge_server.safety.quality import QualitySettings, check_quality, laplacian_variance, mean_luma
+from edge_server.safety.red_flags import (
     RedFlagRule,
     TriggeredFlag,
     apply_safety,
-    check_quality,
     evaluate_red_flags,
-    laplacian_variance,
-    load_rules,
-    mean_luma,
-    normalise_text,
 )
+from edge_server.safety.rule_file import load_rules
+from edge_server.safety.terms import normalise_text
 from skinspector.core.case_schema import Action, Assessment, ClinicalContext, Language
 from skinspector.core.imaging import PreparedImage, prepare_image
 from skinspector.core.resources import resource_path

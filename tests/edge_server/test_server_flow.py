@@ -150,7 +150,7 @@ def test_status_page_warns_about_demo(live_server: LiveServer) -> None:
 
 BROWSE = (
     "import asyncio, json, sys\n"
-    "from edge_server.mdns import browse\n"
+    "from edge_server.mdns.browser import browse\n"
     "found = asyncio.run(browse(float(sys.argv[1]), ['127.0.0.1']))\n"
     "print(json.dumps(found))\n"
 )
