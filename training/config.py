@@ -74,8 +74,8 @@ class OptimConfig(_Section):
 
 class DataConfig(_Section):
     seed: int = 42
-    eval_fraction: float = Field(0.2, gt=0, lt=1)
-    test_fraction: float = Field(0.0, ge=0, lt=1)
+    eval_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
     min_pixels: int = Field(256 * 28 * 28, ge=4 * 28 * 28)
     max_pixels: int = Field(512 * 28 * 28, ge=4 * 28 * 28)
     max_length: int = Field(2048, ge=64, description="Longest tokenised example kept.")

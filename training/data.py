@@ -7,6 +7,8 @@ per image; the columns used here:
   without it the image is ``skincap/{id}.png``),
 - ``caption_zh_polish_en``: the English caption, the training target,
 - ``disease``: the label, kept for evaluation (diagnosis match),
+- ``ori_file_path`` (when present): the original dataset's file the image came from; two
+  rows naming one original are the same photo,
 - ``Do not consider this image``: rows flagged here are dropped.
 
 The same columns in a Hugging Face ``datasets`` folder written by ``save_to_disk`` (an
@@ -14,9 +16,12 @@ The same columns in a Hugging Face ``datasets`` folder written by ``save_to_disk
 a cache folder so that every later step (training, evaluation, the review page) works with
 files.
 
-The split is computed once and written to a JSON file next to the data (or wherever the
-caller says); training, evaluation and later runs read that file, so they all see the same
-images even if the CSV changes later.
+The split (train / eval for checkpoint selection / test for the reported numbers, 80/10/10
+with seed 42 by default) is computed once and written to a JSON file next to the data (or
+wherever the caller says); training, evaluation and later runs read that file, so they all
+see the same images even if the CSV changes later. Near-duplicate images (perceptual hash,
+or the same original file) form groups that are never split across train/eval/test (see
+:mod:`training.duplicates`); the split file lists the groups it found.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from skinspector.core.storage import write_atomic
 __all__ = [
     "CAPTION_COLUMN",
     "CSV_NAME",
+    "DEFAULT_EVAL_FRACTION",
+    "DEFAULT_TEST_FRACTION",
     "DISEASE_COLUMN",
     "EXCLUDE_COLUMN",
     "DataError",
@@ -63,8 +70,11 @@ FILE_COLUMN = "skincap_file_path"
 CAPTION_COLUMN = "caption_zh_polish_en"
 DISEASE_COLUMN = "disease"
 EXCLUDE_COLUMN = "Do not consider this image"
+ORIGINAL_COLUMN = "ori_file_path"
 REQUIRED_COLUMNS = (ID_COLUMN, CAPTION_COLUMN, DISEASE_COLUMN)
-SPLIT_FORMAT = 1
+SPLIT_FORMAT = 2  # 2: duplicate groups recorded; format 1 files (no groups) still read
+DEFAULT_EVAL_FRACTION = 0.1
+DEFAULT_TEST_FRACTION = 0.1
 
 _TRUTHY = {"1", "1.0", "true", "yes", "y", "x", "t"}
 
@@ -85,6 +95,7 @@ class Example:
     image: Path
     caption: str
     disease: str | None
+    source: str | None = None  # the original dataset's file, when the CSV names it
 
 
 @dataclass(slots=True)
@@ -229,7 +240,8 @@ def load_skincap(
             report.skipped.append((example_id, reason or "missing image"))
             continue
         disease = str(row.get(DISEASE_COLUMN) or "").strip() or None
-        examples.append(Example(example_id, image.resolve(), caption, disease))
+        original = str(row.get(ORIGINAL_COLUMN) or "").strip() or None
+        examples.append(Example(example_id, image.resolve(), caption, disease, original))
     if report.skipped:
         log.warning("SkinCAP: %s", report.summary())
     if not examples:
@@ -250,6 +262,8 @@ class Split:
     train: tuple[str, ...]
     eval: tuple[str, ...]
     test: tuple[str, ...] = ()
+    #: Groups of near-duplicate examples (more than one member each), kept on one side.
+    duplicate_groups: tuple[tuple[str, ...], ...] = ()
 
     def ids(self, name: str) -> tuple[str, ...]:
         if name not in ("train", "eval", "test"):
@@ -268,13 +282,22 @@ class Split:
             "train": list(self.train),
             "eval": list(self.eval),
             "test": list(self.test),
+            "duplicate_groups": [list(group) for group in self.duplicate_groups],
         }
+
+    def digest(self) -> str:
+        """SHA-256 of the split's membership: what a trained model records and checks."""
+        canonical = json.dumps(
+            {"train": sorted(self.train), "eval": sorted(self.eval), "test": sorted(self.test)},
+            sort_keys=True,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod
     def read(cls, path: Path) -> Split:
         try:
             data = json.loads(path.read_text())
-            if data.get("format") != SPLIT_FORMAT:
+            if data.get("format") not in (1, SPLIT_FORMAT):
                 raise DataError(f"{path} has split format {data.get('format')!r}")
             return cls(
                 seed=int(data["seed"]),
@@ -283,6 +306,7 @@ class Split:
                 train=tuple(data["train"]),
                 eval=tuple(data["eval"]),
                 test=tuple(data.get("test", ())),
+                duplicate_groups=tuple(tuple(g) for g in data.get("duplicate_groups", ())),
             )
         except FileNotFoundError as exc:
             raise DataError(f"split file not found: {path}") from exc
@@ -295,11 +319,17 @@ class Split:
 
 
 def make_split(
-    ids: Sequence[str], *, seed: int = 42, eval_fraction: float = 0.2, test_fraction: float = 0.0
+    ids: Sequence[str],
+    *,
+    seed: int = 42,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    groups: Sequence[Sequence[str]] = (),
 ) -> Split:
-    """Shuffle the sorted ids with ``seed``; the first ``test_fraction`` become the test
-    split, the next ``eval_fraction`` the eval split, the rest train. Same ids, same seed:
-    same split, whatever order the ids came in."""
+    """Shuffle the groups (sorted, each sorted) with ``seed``; whole groups fill the test
+    split up to ``test_fraction`` of the ids, then the eval split up to ``eval_fraction``,
+    the rest is train. Ids in no group form a group of their own. Same ids, groups and
+    seed: same split, whatever order they came in."""
     if not 0 < eval_fraction < 1 or not 0 <= test_fraction < 1:
         raise DataError("eval_fraction must be in (0, 1) and test_fraction in [0, 1)")
     if eval_fraction + test_fraction >= 1:
@@ -307,16 +337,35 @@ def make_split(
     unique = sorted(set(ids))
     if len(unique) != len(ids):
         raise DataError("example ids are not unique")
-    random.Random(seed).shuffle(unique)  # noqa: S311 - a reproducible split, not security
+    grouped: dict[str, tuple[str, ...]] = {}
+    for group in groups:
+        members = tuple(sorted(set(group)))
+        for member in members:
+            if member in grouped:
+                raise DataError(f"example {member} is in two duplicate groups")
+            grouped[member] = members
+    units = sorted({grouped.get(example_id, (example_id,)) for example_id in unique})
+    random.Random(seed).shuffle(units)  # noqa: S311 - a reproducible split, not security
     n_test = round(len(unique) * test_fraction)
     n_eval = round(len(unique) * eval_fraction)
+    test: list[str] = []
+    held: list[str] = []
+    train: list[str] = []
+    for unit in units:
+        if len(test) < n_test:
+            test.extend(unit)
+        elif len(held) < n_eval:
+            held.extend(unit)
+        else:
+            train.extend(unit)
     split = Split(
         seed=seed,
         eval_fraction=eval_fraction,
         test_fraction=test_fraction,
-        test=tuple(unique[:n_test]),
-        eval=tuple(unique[n_test : n_test + n_eval]),
-        train=tuple(unique[n_test + n_eval :]),
+        test=tuple(test),
+        eval=tuple(held),
+        train=tuple(train),
+        duplicate_groups=tuple(sorted({g for g in grouped.values() if len(g) > 1})),
     )
     for name in ("train", "eval") + (("test",) if test_fraction else ()):
         if not getattr(split, name):
@@ -336,10 +385,13 @@ def ensure_split(
     split_file: Path,
     *,
     seed: int = 42,
-    eval_fraction: float = 0.2,
-    test_fraction: float = 0.0,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    max_distance: int | None = None,
+    progress: bool = False,
 ) -> Split:
-    """The split in ``split_file``, created from ``examples`` when the file does not exist.
+    """The split in ``split_file``, created from ``examples`` when the file does not exist
+    (near-duplicates grouped first, see :func:`training.duplicates.group_duplicates`).
 
     An existing file wins (later runs see the same images); its ids must still exist.
     """
@@ -353,11 +405,21 @@ def ensure_split(
                 f"(first: {lost[0]}); restore them or write a new split with --new-split"
             )
         return split
+    from training.duplicates import DEFAULT_MAX_DISTANCE, group_duplicates
+
+    found = group_duplicates(
+        [example.id for example in examples],
+        [example.image for example in examples],
+        [example.source for example in examples],
+        max_distance=DEFAULT_MAX_DISTANCE if max_distance is None else max_distance,
+        progress=progress,
+    )
     split = make_split(
         [example.id for example in examples],
         seed=seed,
         eval_fraction=eval_fraction,
         test_fraction=test_fraction,
+        groups=found.duplicates,
     )
     split.write(split_file)
     return split

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skinspector.core.errors import InputError
+from skinspector.core.export_manifest import EXPORT_MANIFEST, read_export_manifest
 from skinspector.core.gguf import QUANT_TYPES, convert_hf_to_gguf, quantize
 from skinspector.core.storage import file_sha256, write_atomic
 
 __all__ = ["EXPORT_MANIFEST", "GgufExport", "export_gguf", "export_model", "read_export"]
-
-EXPORT_MANIFEST = "export.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +70,13 @@ def export_model(
     return exported
 
 
-def read_export(gguf_dir: Path) -> tuple[Path, Path]:
-    """(language model, projector) of an export folder (``export.json``, or the only
-    ``*.gguf`` pair when the folder has no manifest)."""
-    manifest = gguf_dir / EXPORT_MANIFEST
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        return gguf_dir / data["model"], gguf_dir / data["mmproj"]
+def read_export(gguf_dir: Path, *, verify: bool = True) -> tuple[Path, Path]:
+    """(language model, projector) of an export folder: from ``export.json`` (each file's
+    size and SHA-256 checked unless ``verify`` is false), or the only ``*.gguf`` pair when
+    the folder has no manifest."""
+    if (gguf_dir / EXPORT_MANIFEST).is_file():
+        manifest = read_export_manifest(gguf_dir, verify=verify)
+        return manifest.model, manifest.mmproj
     ggufs = sorted(gguf_dir.glob("*.gguf"))
     projectors = [p for p in ggufs if p.name.startswith("mmproj")]
     models = [p for p in ggufs if not p.name.startswith("mmproj")]

@@ -49,7 +49,7 @@ def merge_checkpoint(
     out_dir: Path,
     *,
     base_model: str | None = None,
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32",
     overwrite: bool = False,
 ) -> Path:
     """Write base + adapter, merged, to ``out_dir``; returns ``out_dir``."""
@@ -84,7 +84,11 @@ def merge_checkpoint(
         "base_model": base,
         "checkpoint": str(checkpoint.resolve()),
         "step": state.get("step"),
+        "prompt": state.get("prompt"),
         "prompt_version": state.get("prompt_version"),
+        "prompts": state.get("prompts"),
+        "split_file": state.get("split_file"),
+        "split_sha256": state.get("split_sha256"),
         "adapter": state.get("hyperparameters"),
         "dtype": str(merged.dtype),
     }

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from skinspector.core.errors import InputError
-from skinspector.core.prompt import PROMPT_VERSION
+from skinspector.core.prompt import prompt_spec
 from skinspector.core.storage import write_atomic
 from training.config import TrainConfig
 from training.data import LoadReport, Split
 from training.model_setup import Features
+from training.vlm import CAPTION_PROMPT
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -135,6 +136,8 @@ def write_run_record(
         "config": config.to_json(),
         "data_dir": str(data_dir.resolve()),
         "split_file": str(split_file.resolve()),
+        "split_sha256": split.digest(),
+        "duplicate_groups": len(split.duplicate_groups),
         "split_sizes": {
             "train": len(split.train),
             "eval": len(split.eval),
@@ -142,7 +145,9 @@ def write_run_record(
         },
         "data_report": report.to_json(),
         "features": features.to_json(),
-        "prompt_version": PROMPT_VERSION,
+        "prompt": CAPTION_PROMPT,
+        "prompt_version": prompt_spec(CAPTION_PROMPT).version,
+        "prompts": {CAPTION_PROMPT: prompt_spec(CAPTION_PROMPT).version},
         "versions": versions,
     }
     write_atomic(run_dir / RUN_FILE, json.dumps(record, indent=1).encode())

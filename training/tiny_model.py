@@ -35,6 +35,7 @@ __all__ = [
     "TinyModelSpec",
     "build_tiny_model",
     "ensure_tiny_model",
+    "qwen25vl_3b_spec",
     "qwen_tokenizer_dir",
 ]
 
@@ -86,6 +87,11 @@ class TinyModelSpec:
     seed: int = 0
     quant: str = "Q4_K_M"
     extra: dict[str, Any] = field(default_factory=dict)
+    # Added later; left out of the cache key at their defaults so existing caches stay valid.
+    tie_embeddings: bool = False
+    dtype: str = "float32"  # "bfloat16" halves the memory of a large random build
+    vision_out_hidden: int | None = None  # default: the text hidden size
+    max_position_embeddings: int = 32768
 
     def config(self) -> dict[str, Any]:
         """config.json contents for ``Qwen2_5_VLForConditionalGeneration``."""
@@ -99,11 +105,11 @@ class TinyModelSpec:
             "num_attention_heads": self.num_heads,
             "num_key_value_heads": self.num_kv_heads,
             "vocab_size": self.vocab_size,
-            "max_position_embeddings": 32768,
+            "max_position_embeddings": self.max_position_embeddings,
             "rms_norm_eps": 1e-6,
             "rope_theta": 1_000_000.0,
             "rope_scaling": {"type": "mrope", "mrope_section": list(self.mrope_section)},
-            "tie_word_embeddings": False,
+            "tie_word_embeddings": self.tie_embeddings,
             "hidden_act": "silu",
         }
         vision = {
@@ -116,11 +122,55 @@ class TinyModelSpec:
             "temporal_patch_size": 2,
             "window_size": self.window_size,
             "fullatt_block_indexes": list(self.fullatt_block_indexes),
-            "out_hidden_size": self.hidden_size,
+            "out_hidden_size": self.vision_out_hidden or self.hidden_size,
             "in_chans": 3,
             "hidden_act": "silu",
         }
-        return {"text_config": text, "vision_config": vision, **self.extra}
+        top: dict[str, Any] = (
+            {"tie_word_embeddings": self.tie_embeddings} if self.tie_embeddings else {}
+        )
+        return {"text_config": text, "vision_config": vision, **top, **self.extra}
+
+    def key_fields(self) -> dict[str, Any]:
+        """The spec as the cache key sees it (later fields only when not at default)."""
+        fields = asdict(self)
+        defaults = TinyModelSpec()
+        for name in ("tie_embeddings", "dtype", "vision_out_hidden", "max_position_embeddings"):
+            if fields[name] == getattr(defaults, name):
+                del fields[name]
+        return fields
+
+
+def qwen25vl_3b_spec(seed: int = 0) -> TinyModelSpec:
+    """Qwen2.5-VL-3B-Instruct's exact shapes with random weights (for benchmarks at the real
+    size: ~3.8 B parameters; built in bfloat16, ~7.5 GB in memory, ~2 GB as Q4_K_M)."""
+    return TinyModelSpec(
+        hidden_size=2048,
+        intermediate_size=11008,
+        num_layers=36,
+        num_heads=16,
+        num_kv_heads=2,
+        mrope_section=(16, 24, 24),  # head_dim 128
+        vocab_size=151_936,
+        vision_depth=32,
+        vision_hidden=1280,
+        vision_heads=16,
+        vision_intermediate=3420,
+        fullatt_block_indexes=(7, 15, 23, 31),
+        window_size=112,
+        seed=seed,
+        tie_embeddings=True,
+        dtype="bfloat16",
+        vision_out_hidden=2048,
+        max_position_embeddings=128_000,
+    )
+
+
+#: ``skinspector dev tiny-model --preset``: name -> spec factory.
+PRESETS: dict[str, Callable[[int], TinyModelSpec]] = {
+    "tiny": lambda seed: TinyModelSpec(seed=seed),
+    "qwen2.5-vl-3b": qwen25vl_3b_spec,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +225,7 @@ def cache_key(spec: TinyModelSpec) -> str:
     tokenizer = qwen_tokenizer_dir()
     inputs = {
         "builder": BUILDER_VERSION,
-        "spec": asdict(spec),
+        "spec": spec.key_fields(),
         "tokenizer": {name: file_sha256(tokenizer / name) for name in _TOKENIZER_FILES},
         "versions": {
             dist: _version(dist)
@@ -221,7 +271,13 @@ def build_hf_model(spec: TinyModelSpec, hf_dir: Path) -> None:
     torch.manual_seed(spec.seed)
     config = Qwen2_5_VLConfig(**spec.config())
     config.architectures = ["Qwen2_5_VLForConditionalGeneration"]
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()  # type: ignore[no-untyped-call]
+    dtype = getattr(torch, spec.dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built directly in this dtype (no float32 copy)
+    try:
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()  # type: ignore[no-untyped-call]
+    finally:
+        torch.set_default_dtype(previous)
     hf_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(hf_dir, safe_serialization=True)
     # The converter needs a top-level "architectures" entry for --mmproj.
@@ -281,8 +337,11 @@ def ensure_tiny_model(
     """The cached tiny model for ``spec``, built on first use (safe across processes)."""
     spec = spec or TinyModelSpec()
     root = cache_dir / "tiny-models"
-    final = root / cache_key(spec)
-    with _locked(root / ".lock"):
+    key = cache_key(spec)
+    final = root / key
+    if (final / MANIFEST_NAME).is_file():
+        return TinyModel.load(final)
+    with _locked(root / f".{key}.lock"):  # one lock per model: a long build blocks no other
         if (final / MANIFEST_NAME).is_file():
             return TinyModel.load(final)
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=root))

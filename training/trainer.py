@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skinspector.core.prompt import PROMPT_VERSION
+from skinspector.core.prompt import prompt_spec
 from skinspector.core.storage import fsync_dir, write_atomic
 from training.config import TrainConfig
 from training.data import (
@@ -57,6 +57,7 @@ from training.run_dir import (
     write_run_record,
 )
 from training.vlm import (
+    CAPTION_PROMPT,
     EncodedExample,
     collate,
     encode_example,
@@ -122,6 +123,7 @@ class _Context:
     prompt: str
     examples: dict[str, Example]
     split: Split
+    split_file: Path
     features: Features
     say: Callable[[str], None]
     cache: dict[str, EncodedExample] = field(default_factory=dict)
@@ -150,6 +152,40 @@ class _Context:
 
 def _model_inputs(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {key: value.to(device) for key, value in batch.items()}
+
+
+def accumulate_gradients(
+    model: Any,
+    micro_batches: Sequence[Sequence[EncodedExample]],
+    pad: int,
+    device: str,
+    *,
+    bf16: bool = False,
+) -> float:
+    """Backpropagate one optimizer step's micro-batches, each weighted by its share of the
+    step's answer tokens, so that accumulating 8 micro-batches of 1 computes the gradient
+    of one batch of 8 (the model's loss is a mean over a batch's answer tokens). Returns the
+    step's token-weighted mean loss. With ``bf16`` (CUDA) the forward pass runs under bf16
+    autocast: after ``prepare_model_for_kbit_training`` the non-quantized layers are fp32,
+    and computing their activations in fp32 would cost the memory the report's figure
+    assumes is saved."""
+    import torch
+
+    counts = [sum(example.loss_tokens for example in batch) for batch in micro_batches]
+    total = sum(counts)
+    if total == 0:
+        raise RunError("this step's examples have no answer tokens to learn from")
+    step_loss = 0.0
+    for examples, count in zip(micro_batches, counts, strict=True):
+        if count == 0:
+            continue
+        batch = collate(list(examples), pad)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**_model_inputs(batch, device)).loss
+        weight = count / total
+        (loss * weight).backward()
+        step_loss += float(loss.detach()) * weight
+    return step_loss
 
 
 def _eval_loss(ctx: _Context, model: Any) -> float:
@@ -260,7 +296,13 @@ def _save_checkpoint(
         "step": step,
         "epoch": epoch,
         "base_model": ctx.config.base_model,
-        "prompt_version": PROMPT_VERSION,
+        "prompt": CAPTION_PROMPT,
+        "prompt_version": prompt_spec(CAPTION_PROMPT).version,
+        "prompts": {CAPTION_PROMPT: prompt_spec(CAPTION_PROMPT).version},
+        # The split this model was trained with: evaluation reads it back and refuses to
+        # score an example the model was trained on.
+        "split_file": str(ctx.split_file.resolve()),
+        "split_sha256": ctx.split.digest(),
         "config": ctx.config.to_json(),
         "features": ctx.features.to_json(),
         "hyperparameters": {
@@ -315,7 +357,10 @@ def train(
         seed=config.data.seed,
         eval_fraction=config.data.eval_fraction,
         test_fraction=config.data.test_fraction,
+        progress=progress,
     )
+    if split.duplicate_groups:
+        say(f"split: {len(split.duplicate_groups)} groups of near-duplicate images kept together")
     split.ids("train")
     split.ids("eval")
     features = resolve_features(config)
@@ -331,9 +376,10 @@ def train(
         config=config,
         run_dir=run_dir,
         processor=processor,
-        prompt=render_prompt(processor.tokenizer),
+        prompt=render_prompt(processor.tokenizer, prompt=CAPTION_PROMPT),
         examples={example.id: example for example in examples},
         split=split,
+        split_file=split_file,
         features=features,
         say=say,
     )
@@ -373,13 +419,13 @@ def train(
     started = time.monotonic()
     while step < config.max_steps:
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        micro_batches = []
         for micro in range(config.grad_accum):
             ids, epoch = batches.micro_batch(step * config.grad_accum + micro)
-            batch = collate([ctx.encode(i) for i in ids], pad)
-            loss = model(**_model_inputs(batch, features.device)).loss
-            (loss / config.grad_accum).backward()
-            step_loss += float(loss.detach()) / config.grad_accum
+            micro_batches.append([ctx.encode(i) for i in ids])
+        step_loss = accumulate_gradients(
+            model, micro_batches, pad, features.device, bf16=features.bf16
+        )
         torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm)
         optimizer.step()
         scheduler.step()

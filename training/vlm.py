@@ -1,8 +1,10 @@
 """Qwen2.5-VL on the transformers side: processor, prompt rendering, example encoding and
 generation, shared by training, its periodic evaluation and ``skinspector evaluate``.
 
-The prompt comes from ``skinspector.core.prompt.build_messages``, the function the llama.cpp
-engine calls: the system turn and the user turn are the same objects. Only the image part
+Prompts come from the registry in ``skinspector.core.prompt`` (``prompt_messages`` by name),
+the functions the clinic server's two passes call: the system turn and the user turn are the
+same objects. SkinCAP captions describe what is visible, so captions train the server's
+pass-1 ``findings`` prompt (:data:`CAPTION_PROMPT`). Only the image part
 is written the way each runtime wants it (``image_url`` for llama.cpp, ``image`` for the
 Hugging Face chat template), and both chat templates render it as
 ``<|vision_start|>`` + image tokens + ``<|vision_end|>``; a test checks that the two rendered
@@ -23,10 +25,11 @@ from typing import Any
 from skinspector.core.case_schema import ClinicalContext, Language
 from skinspector.core.errors import ModelError
 from skinspector.core.imaging import prepare_image
-from skinspector.core.prompt import build_messages
+from skinspector.core.prompt import prompt_messages
 from skinspector.core.settings import ImageSettings, SamplingSettings
 
 __all__ = [
+    "CAPTION_PROMPT",
     "END_OF_TURN",
     "IGNORE_INDEX",
     "EncodedExample",
@@ -54,9 +57,18 @@ def training_context() -> ClinicalContext:
     return ClinicalContext(language=Language.EN)
 
 
-def hf_messages(context: ClinicalContext | None = None) -> list[dict[str, Any]]:
-    """``build_messages`` with its image part in the Hugging Face chat-template form."""
-    messages = build_messages("image://0", context if context is not None else training_context())
+#: The prompt SkinCAP captions train and evaluation scores: the server's pass 1.
+CAPTION_PROMPT = "findings"
+
+
+def hf_messages(
+    context: ClinicalContext | None = None, prompt: str = CAPTION_PROMPT
+) -> list[dict[str, Any]]:
+    """The registered prompt's messages with the image part in the Hugging Face
+    chat-template form."""
+    messages = prompt_messages(
+        prompt, "image://0", context if context is not None else training_context()
+    )
     converted: list[dict[str, Any]] = []
     for message in messages:
         content = message["content"]
@@ -68,10 +80,12 @@ def hf_messages(context: ClinicalContext | None = None) -> list[dict[str, Any]]:
     return converted
 
 
-def render_prompt(tokenizer: Any, context: ClinicalContext | None = None) -> str:
+def render_prompt(
+    tokenizer: Any, context: ClinicalContext | None = None, prompt: str = CAPTION_PROMPT
+) -> str:
     """The prompt text (ending with the generation prompt) through the tokenizer's template."""
     text: str = tokenizer.apply_chat_template(
-        hf_messages(context), tokenize=False, add_generation_prompt=True
+        hf_messages(context, prompt), tokenize=False, add_generation_prompt=True
     )
     return text
 
@@ -136,6 +150,12 @@ class EncodedExample:
     @property
     def answer_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
+
+    @property
+    def loss_tokens(self) -> int:
+        """Positions the loss averages over: the model shifts labels left by one, so the
+        first label never counts."""
+        return int((self.labels[1:] != IGNORE_INDEX).sum())
 
 
 def encode_example(processor: Any, prompt: str, image: Any, answer: str) -> EncodedExample:

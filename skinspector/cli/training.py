@@ -30,11 +30,22 @@ def data() -> None:
 @click.option(
     "--eval-fraction",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.2,
+    default=0.1,
     show_default=True,
+    help="Validation split (checkpoint selection).",
 )
 @click.option(
-    "--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True
+    "--test-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Held-out test split (the reported numbers).",
+)
+@click.option(
+    "--max-distance",
+    type=click.IntRange(0, 256),
+    default=None,
+    help="pHash bits (of 256) under which two images are near-duplicates (default 32).",
 )
 @click.option("--new-split", is_flag=True, help="Replace an existing split file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -45,6 +56,7 @@ def split_command(
     seed: int,
     eval_fraction: float,
     test_fraction: float,
+    max_distance: int | None,
     new_split: bool,
     as_json: bool,
 ) -> None:
@@ -60,7 +72,13 @@ def split_command(
     if new_split and path.exists():
         path.unlink()
     split = ensure_split(
-        examples, path, seed=seed, eval_fraction=eval_fraction, test_fraction=test_fraction
+        examples,
+        path,
+        seed=seed,
+        eval_fraction=eval_fraction,
+        test_fraction=test_fraction,
+        max_distance=max_distance,
+        progress=not as_json,
     )
     summary = {
         "split_file": str(path),
@@ -68,6 +86,8 @@ def split_command(
         "train": len(split.train),
         "eval": len(split.eval),
         "test": len(split.test),
+        "duplicate_groups": len(split.duplicate_groups),
+        "images_in_duplicate_groups": sum(len(g) for g in split.duplicate_groups),
         "report": report.to_json(),
     }
     if as_json:
@@ -80,6 +100,10 @@ def split_command(
         click.echo(f"  ... and {len(report.skipped) - 20} more")
     click.echo(
         f"split {path}: train {len(split.train)}, eval {len(split.eval)}, test {len(split.test)}"
+    )
+    click.echo(
+        f"near-duplicates: {len(split.duplicate_groups)} groups "
+        f"({sum(len(g) for g in split.duplicate_groups)} images), each kept in one split"
     )
 
 
@@ -144,9 +168,10 @@ def train(
 @click.option("--base-model", default=None, help="Default: the base the checkpoint was trained on.")
 @click.option(
     "--dtype",
-    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-    default="auto",
+    type=click.Choice(["float32", "bfloat16", "float16", "auto"]),
+    default="float32",
     show_default=True,
+    help="The report merges into an FP32 base; 'auto' keeps the base's stored dtype.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @translate_errors
@@ -212,8 +237,10 @@ def export(merged: Path, out_dir: Path, quant: str, keep_f16: bool) -> None:
     "--split",
     "split_name",
     type=click.Choice(["train", "eval", "test"]),
-    default="eval",
+    default="test",
     show_default=True,
+    help="test: the reported numbers; eval: checkpoint selection. A model's training "
+    "examples are never scored.",
 )
 @click.option("--split-file", type=PathArg, default=None, help="Default: in the data folder.")
 @click.option("--out", "out_dir", type=PathArg, required=True, help="Evaluation output folder.")
@@ -233,6 +260,11 @@ def export(merged: Path, out_dir: Path, quant: str, keep_f16: bool) -> None:
     "--bertscore-layers", type=click.IntRange(1), default=None, help="Layer BERTScore reads."
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="llama.cpp threads (GGUF).")
+@click.option(
+    "--allow-prompt-mismatch",
+    is_flag=True,
+    help="Score a model trained on another prompt version (warns instead of refusing).",
+)
 @translate_errors
 def evaluate(
     model_dir: Path,
@@ -250,6 +282,7 @@ def evaluate(
     bertscore_model: str | None,
     bertscore_layers: int | None,
     threads: int | None,
+    allow_prompt_mismatch: bool,
 ) -> None:
     """Generate for a split with fixed seeds and score it (ROUGE, BLEU, METEOR, BERTScore,
     diagnosis match, each with a bootstrap 95% CI).
@@ -280,6 +313,7 @@ def evaluate(
         max_pixels=max_pixels,
         metric_config=MetricConfig(**options),
         n_threads=threads,
+        allow_prompt_mismatch=allow_prompt_mismatch,
     )
     click.echo(run.metrics.render())
     click.echo(f"wrote {out_dir}/predictions.jsonl, metrics.json, metrics.csv")

@@ -32,7 +32,8 @@ OVERRIDES = [
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("skincap")
-    write_synthetic_skincap(root, 16)
+    # 30 photos: the 80/10/10 split gives 24 train, 3 eval, 3 test.
+    write_synthetic_skincap(root, 30)
     return root
 
 

@@ -32,7 +32,11 @@ def test_defaults_are_the_reports() -> None:
     assert config.optim.warmup_ratio > 0
     assert config.gradient_checkpointing
     assert (config.data.min_pixels, config.data.max_pixels) == (256 * 28 * 28, 512 * 28 * 28)
-    assert (config.data.seed, config.data.eval_fraction) == (42, 0.2)
+    assert (config.data.seed, config.data.eval_fraction, config.data.test_fraction) == (
+        42,
+        0.1,
+        0.1,
+    )
     assert (config.quantization, config.liger) == ("auto", "auto")
 
 

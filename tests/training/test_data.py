@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -98,19 +99,70 @@ def test_missing_csv_and_nothing_usable_are_clear_errors(tmp_path: Path) -> None
         load_skincap(tmp_path)
 
 
-def test_split_is_deterministic_disjoint_and_80_20() -> None:
+def test_split_is_deterministic_disjoint_and_80_10_10() -> None:
     ids = [f"img{i}" for i in range(100)]
     first = make_split(ids, seed=42)
     again = make_split(list(reversed(ids)), seed=42)
     other = make_split(ids, seed=7)
     assert first == again
     assert first.eval != other.eval
-    assert (len(first.train), len(first.eval), len(first.test)) == (80, 20, 0)
+    assert (len(first.train), len(first.eval), len(first.test)) == (80, 10, 10)
     assert set(first.train).isdisjoint(first.eval)
-    assert set(first.train) | set(first.eval) == set(ids)
-    three = make_split(ids, seed=42, eval_fraction=0.2, test_fraction=0.1)
-    assert (len(three.train), len(three.eval), len(three.test)) == (70, 20, 10)
-    assert len(set(three.train) | set(three.eval) | set(three.test)) == 100
+    assert set(first.test).isdisjoint(set(first.train) | set(first.eval))
+    assert set(first.train) | set(first.eval) | set(first.test) == set(ids)
+    two = make_split(ids, seed=42, eval_fraction=0.2, test_fraction=0.0)
+    assert (len(two.train), len(two.eval), len(two.test)) == (80, 20, 0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_groups_are_never_split(seed: int) -> None:
+    ids = [f"img{i:03d}" for i in range(200)]
+    groups = [ids[i : i + size] for i, size in ((0, 7), (10, 3), (40, 12), (90, 2), (150, 5))]
+    split = make_split(ids, seed=seed, groups=groups)
+    sides = {name: set(getattr(split, name)) for name in ("train", "eval", "test")}
+    for group in groups:
+        holding = [name for name, members in sides.items() if set(group) & members]
+        assert len(holding) == 1, (group, holding)
+    assert sorted(split.duplicate_groups) == sorted(tuple(g) for g in groups)
+    assert 18 <= len(split.test) <= 32  # whole groups: close to 10%, never far off
+    assert set().union(*sides.values()) == set(ids)
+
+
+def test_an_example_in_two_groups_is_an_error() -> None:
+    with pytest.raises(DataError, match="two duplicate groups"):
+        make_split([f"i{n}" for n in range(20)], groups=[["i1", "i2"], ["i2", "i3"]])
+
+
+def test_planted_near_duplicates_are_grouped_and_kept_on_one_side(tmp_path: Path) -> None:
+    data = write_synthetic_skincap(tmp_path / "data", 30, flagged=0, missing_images=0, duplicates=6)
+    examples, _ = load_skincap(tmp_path / "data")
+    assert len(examples) == 36
+    split = ensure_split(examples, tmp_path / "split.json")
+    # Every planted pair (3 pixel copies, 3 shared original files) is found; nothing else.
+    assert sorted(split.duplicate_groups) == sorted(tuple(sorted(p)) for p in data.duplicate_pairs)
+    for pair in data.duplicate_pairs:
+        holding = [n for n in ("train", "eval", "test") if set(pair) & set(getattr(split, n))]
+        assert len(holding) == 1, (pair, holding)
+    assert Split.read(tmp_path / "split.json").duplicate_groups == split.duplicate_groups
+
+
+def test_a_format_1_split_file_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(
+        json.dumps(
+            {"format": 1, "seed": 42, "eval_fraction": 0.2, "test_fraction": 0.0,
+             "train": ["a", "b"], "eval": ["c"], "test": []}
+        )
+    )  # fmt: skip
+    split = Split.read(path)
+    assert (split.train, split.eval, split.duplicate_groups) == (("a", "b"), ("c",), ())
+
+
+def test_the_split_digest_changes_with_membership_only() -> None:
+    split = make_split([f"i{n}" for n in range(20)], seed=1)
+    moved = Split(1, 0.1, 0.1, split.train[1:], (*split.eval, split.train[0]), split.test)
+    assert split.digest() == Split(1, 0.1, 0.1, split.train[::-1], split.eval, split.test).digest()
+    assert moved.digest() != split.digest()
 
 
 def test_empty_split_is_an_error() -> None:

@@ -32,9 +32,9 @@ def _evaluate(model: Path, data: Path, out: Path, *extra: str) -> list[dict]:  #
     return [json.loads(line) for line in lines]
 
 
-def _eval_ids(data: Path) -> list[str]:
+def _eval_ids(data: Path, name: str = "test") -> list[str]:
     split = json.loads((data / "skinspector-split-seed42.json").read_text())
-    return list(split["eval"])
+    return list(split[name])
 
 
 def test_evaluate_a_hugging_face_folder(merged: Path, dataset: Path, tmp_path: Path) -> None:
@@ -99,3 +99,57 @@ def test_quantization_ablation_against_f16(
     text = json.dumps(comparison)
     for metric in ("rouge1", "bleu", "diagnosis_match"):
         assert f'"{metric}"' in text
+
+
+def _refused(model: Path, data: Path, out: Path, *extra: str) -> str:
+    result = CliRunner().invoke(
+        cli,
+        ["evaluate", "--model", str(model), "--data", str(data), "--out", str(out),
+         "--no-bertscore", "--no-meteor", *extra],
+    )  # fmt: skip
+    assert result.exit_code != 0, result.output
+    assert not (out / "predictions.jsonl").exists()
+    return result.output
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "merged", "gguf"])
+def test_evaluate_never_scores_the_models_training_examples(
+    kind: str, run, merged: Path, exported: Path, dataset: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    model = {"checkpoint": run.run_dir / "checkpoint-24", "merged": merged, "gguf": exported}[kind]
+    output = _refused(model, dataset, tmp_path / "train", "--split", "train")
+    assert "that the model was trained on" in output
+    # Another split file whose test split holds training examples is refused too.
+    split = json.loads((dataset / "skinspector-split-seed42.json").read_text())
+    leaky = dict(split, test=split["train"][:2] + split["test"])
+    (tmp_path / "leaky.json").write_text(json.dumps(leaky))
+    output = _refused(
+        model, dataset, tmp_path / "leak", "--split-file", str(tmp_path / "leaky.json")
+    )
+    assert "refusing to score 2 example(s)" in output
+
+
+def test_evaluate_refuses_when_the_training_split_is_gone_or_changed(
+    merged: Path, dataset: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for item in merged.iterdir():
+        (copy / item.name).symlink_to(item)
+    (copy / "merge.json").unlink()
+    provenance = json.loads((merged / "merge.json").read_text())
+    original = Path(provenance["split_file"])
+    assert original.is_file()
+    moved = dict(provenance, split_file=str(tmp_path / "nowhere.json"))
+    (copy / "merge.json").write_text(json.dumps(moved))
+    assert "is missing" in _refused(copy, dataset, tmp_path / "a")
+    changed = json.loads(original.read_text())
+    changed["train"], changed["eval"] = (
+        changed["train"][1:],
+        [*changed["eval"], changed["train"][0]],
+    )
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    (copy / "merge.json").write_text(
+        json.dumps(dict(provenance, split_file=str(tmp_path / "changed.json")))
+    )
+    assert "has changed since the model was trained" in _refused(copy, dataset, tmp_path / "b")

@@ -24,7 +24,7 @@ def _jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]
 
 def test_run_directory_has_everything_later_steps_need(run, dataset: Path) -> None:  # type: ignore[no-untyped-def]
     record = json.loads((run.run_dir / "run.json").read_text())
-    assert record["split_sizes"] == {"train": 13, "eval": 3, "test": 0}
+    assert record["split_sizes"] == {"train": 24, "eval": 3, "test": 3}
     assert Path(record["split_file"]).parent == dataset.resolve()
     assert record["data_report"]["flagged"] == 1
     assert record["features"]["nf4"] is False  # CPU: the CUDA-only parts are skipped...
@@ -42,6 +42,9 @@ def test_run_directory_has_everything_later_steps_need(run, dataset: Path) -> No
         assert (last / name).is_file(), name
     state = json.loads((last / "trainer_state.json").read_text())
     assert state["step"] == STEPS
+    # The model carries the split it was trained with, for evaluation to check.
+    assert state["split_file"] == record["split_file"]
+    assert state["split_sha256"] == record["split_sha256"]
     assert state["hyperparameters"]["method"] == "dora"
     assert state["config"]["adapter"]["r"] == 16
     adapter = json.loads((last / "adapter_config.json").read_text())
@@ -144,7 +147,13 @@ def test_merged_model_computes_what_base_plus_adapter_computes(
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     config = json.loads((merged / "config.json").read_text())
     assert config["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
-    assert json.loads((merged / "merge.json").read_text())["step"] == STEPS
+    provenance = json.loads((merged / "merge.json").read_text())
+    assert provenance["step"] == STEPS
+    assert provenance["dtype"] == "torch.float32"  # the report merges into an FP32 base
+    assert (
+        provenance["split_sha256"]
+        == json.loads((run.run_dir / "run.json").read_text())["split_sha256"]
+    )
 
 
 def test_merge_refuses_a_non_checkpoint_and_an_existing_output(run, merged: Path) -> None:  # type: ignore[no-untyped-def]

@@ -7,11 +7,19 @@ import io
 import pytest
 from PIL import Image
 
-from skinspector.core.engine import VisionLanguageModel, qwen_vl_handler_class
+from skinspector.core.engine import qwen_vl_handler_class
 from skinspector.core.imaging import prepare_image
+from skinspector.core.prompt import (
+    FINDINGS_SYSTEM_PROMPT,
+    PROMPTS,
+    SYSTEM_PROMPT,
+    prompt_messages,
+    render_user_text,
+)
 from skinspector.core.samples import lesion_photo
 from skinspector.core.settings import ImageSettings
 from training.vlm import (
+    CAPTION_PROMPT,
     END_OF_TURN,
     IGNORE_INDEX,
     collate,
@@ -30,13 +38,14 @@ SMALL = {"min_pixels": 16 * 28 * 28, "max_pixels": 64 * 28 * 28}
 VISION = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-def _engine_prompt_text() -> str:
-    """What the engine's llama.cpp chat handler renders for the engine's messages, the way
-    llama-cpp-python renders it (sandboxed Jinja, trim_blocks, lstrip_blocks)."""
+def _engine_prompt_text(name: str) -> str:
+    """What the engine's llama.cpp chat handler renders for the registered prompt ``name``
+    (the messages the server's pass sends), the way llama-cpp-python renders it (sandboxed
+    Jinja, trim_blocks, lstrip_blocks)."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     image = prepare_image(lesion_photo(320, 240), ImageSettings(**SMALL))
-    messages = VisionLanguageModel.messages(image, training_context())
+    messages = prompt_messages(name, [image.data_uri()], training_context())
     template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
         qwen_vl_handler_class().CHAT_FORMAT
     )
@@ -51,21 +60,40 @@ def processor(tiny_model):  # type: ignore[no-untyped-def]
     return load_processor(tiny_model.hf_dir, **SMALL)
 
 
-def test_training_prompt_is_byte_identical_to_the_engines(processor) -> None:  # type: ignore[no-untyped-def]
-    training = render_prompt(processor.tokenizer)
-    assert training == _engine_prompt_text()
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+def test_every_registered_prompt_renders_byte_identically_in_training_and_the_engine(
+    processor, name: str
+) -> None:  # type: ignore[no-untyped-def]
+    training = render_prompt(processor.tokenizer, prompt=name)
+    assert training == _engine_prompt_text(name)
     assert training.endswith("<|im_start|>assistant\n")  # the generation prompt is there
 
 
-def test_training_messages_come_from_the_shared_prompt_module() -> None:
-    from skinspector.core.prompt import SYSTEM_PROMPT, render_user_text
+def test_captions_train_the_prompt_the_servers_first_pass_sends(processor) -> None:  # type: ignore[no-untyped-def]
+    from edge_server import analysis
 
+    # The server's pass 1 asks by name for the prompt SkinCAP captions are trained on...
+    assert analysis.FINDINGS_PROMPT == CAPTION_PROMPT
+    # ...which is the findings prompt, not the five-section assessment.
+    rendered = render_prompt(processor.tokenizer)
+    assert FINDINGS_SYSTEM_PROMPT in rendered
+    assert SYSTEM_PROMPT not in rendered
+    assert rendered == _engine_prompt_text(analysis.FINDINGS_PROMPT)
+
+
+def test_training_messages_come_from_the_shared_prompt_module() -> None:
     messages = hf_messages()
-    assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert messages[0] == {"role": "system", "content": FINDINGS_SYSTEM_PROMPT}
     assert messages[1]["content"] == [
         {"type": "image"},
-        {"type": "text", "text": render_user_text(training_context())},
+        {"type": "text", "text": "Describe the visible findings."},
     ]
+    assessment = hf_messages(prompt="assessment")
+    assert assessment[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert assessment[1]["content"][1] == {
+        "type": "text",
+        "text": render_user_text(training_context()),
+    }
 
 
 def _image() -> Image.Image:
