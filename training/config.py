@@ -97,12 +97,21 @@ class EvalConfig(_Section):
     sampling: SamplingSettings = SamplingSettings()
 
 
+class TaskConfig(_Section):
+    #: Share of training examples (chosen per example id, deterministically) that train
+    #: the server's pass-2 assessment prompt on a target synthesized from the caption, the
+    #: label and the knowledge base (training.assessment_targets), so that tuning the
+    #: findings prompt does not untrain the assessment. 0: captions only.
+    assessment_ratio: float = Field(0.0, ge=0, le=1)
+
+
 class TrainConfig(_Section):
     base_model: str = DEFAULT_BASE_MODEL
     adapter: AdapterConfig = AdapterConfig()
     optim: OptimConfig = OptimConfig()
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
+    tasks: TaskConfig = TaskConfig()
     #: "auto": NF4 4-bit base (double quantization, bf16 compute) on CUDA, full precision
     #: on CPU. "nf4" forces it (bitsandbytes also runs it on CPU, slowly).
     quantization: Literal["auto", "nf4", "none"] = "auto"

@@ -241,10 +241,10 @@ class DiagnosisMatcher:
     ) -> DiagnosisMatcher:
         return cls(load_synonym_entries(kb_dir or STARTER_KB), dict(extra or {}))
 
-    def names_for(self, label: str) -> tuple[str, ...]:
-        """The label, its extra names, and the names of the KB entries it resolves to."""
+    def entries_for(self, label: str) -> list[SynonymEntry]:
+        """The KB entries ``label`` resolves to: by title name, then by any listed name,
+        then by containment in exactly one entry's names."""
         key = _key(label)
-        names = [label.strip(), *self.extra.get(key, ()), *self.extra.get(label, ())]
         matched = [e for e in self.entries if key in {_key(n) for n in e.title_names}]
         if not matched:
             matched = [e for e in self.entries if key in {_key(n) for n in e.names}]
@@ -252,7 +252,13 @@ class DiagnosisMatcher:
             word = re.compile(r"(?<!\w)" + re.escape(key) + r"(?!\w)")
             containing = [e for e in self.entries if any(word.search(_key(n)) for n in e.names)]
             matched = containing if len(containing) == 1 else []
-        for entry in matched:
+        return matched
+
+    def names_for(self, label: str) -> tuple[str, ...]:
+        """The label, its extra names, and the names of the KB entries it resolves to."""
+        key = _key(label)
+        names = [label.strip(), *self.extra.get(key, ()), *self.extra.get(label, ())]
+        for entry in self.entries_for(label):
             names.extend(entry.names)
         return _unique(names)
 

@@ -17,10 +17,11 @@ from typing import Any
 from skinspector.core.errors import InputError
 from skinspector.core.prompt import prompt_spec
 from skinspector.core.storage import write_atomic
+from training.assessment_targets import SYNTHESIZED_NOTE
 from training.config import TrainConfig
 from training.data import LoadReport, Split
 from training.model_setup import Features
-from training.vlm import CAPTION_PROMPT
+from training.vlm import ASSESSMENT_PROMPT, CAPTION_PROMPT
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -35,6 +36,7 @@ __all__ = [
     "checkpoints",
     "latest_checkpoint",
     "prepare_run_dir",
+    "trained_prompts",
     "truncate_jsonl",
     "write_run_record",
 ]
@@ -115,6 +117,12 @@ def prepare_run_dir(
     return latest_checkpoint(run_dir), stored
 
 
+def trained_prompts(config: TrainConfig) -> dict[str, str]:
+    """Name -> version of every registered prompt this run trains."""
+    names = [CAPTION_PROMPT] + ([ASSESSMENT_PROMPT] if config.tasks.assessment_ratio > 0 else [])
+    return {name: prompt_spec(name).version for name in names}
+
+
 def write_run_record(
     run_dir: Path,
     config: TrainConfig,
@@ -147,7 +155,8 @@ def write_run_record(
         "features": features.to_json(),
         "prompt": CAPTION_PROMPT,
         "prompt_version": prompt_spec(CAPTION_PROMPT).version,
-        "prompts": {CAPTION_PROMPT: prompt_spec(CAPTION_PROMPT).version},
+        "prompts": trained_prompts(config),
+        "synthesized_targets": SYNTHESIZED_NOTE if config.tasks.assessment_ratio > 0 else None,
         "versions": versions,
     }
     write_atomic(run_dir / RUN_FILE, json.dumps(record, indent=1).encode())

@@ -13,6 +13,7 @@ described in :mod:`training.run_dir`; the model, adapter and optimizer are built
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -25,6 +26,7 @@ from typing import Any
 
 from skinspector.core.prompt import prompt_spec
 from skinspector.core.storage import fsync_dir, write_atomic
+from training.assessment_targets import AssessmentTargets
 from training.config import TrainConfig
 from training.data import (
     Example,
@@ -53,10 +55,12 @@ from training.run_dir import (
     checkpoints,
     latest_checkpoint,
     prepare_run_dir,
+    trained_prompts,
     truncate_jsonl,
     write_run_record,
 )
 from training.vlm import (
+    ASSESSMENT_PROMPT,
     CAPTION_PROMPT,
     EncodedExample,
     collate,
@@ -120,7 +124,7 @@ class _Context:
     config: TrainConfig
     run_dir: Path
     processor: Any
-    prompt: str
+    prompt: str  # the findings prompt, rendered: what captions train and evaluation scores
     examples: dict[str, Example]
     split: Split
     split_file: Path
@@ -128,6 +132,18 @@ class _Context:
     say: Callable[[str], None]
     cache: dict[str, EncodedExample] = field(default_factory=dict)
     metric_suite: Any = None
+    assessment_prompt: str = ""
+    targets: AssessmentTargets | None = None
+
+    def assessment_target(self, example: Example) -> str | None:
+        """The synthesized pass-2 target when this example trains the assessment task."""
+        ratio = self.config.tasks.assessment_ratio
+        if self.targets is None or ratio <= 0:
+            return None
+        draw = hashlib.sha256(f"{self.config.seed}:{example.id}".encode()).digest()
+        if int.from_bytes(draw[:4], "big") / 2**32 >= ratio:
+            return None
+        return self.targets.target(example.caption, example.disease)
 
     def encode(self, example_id: str) -> EncodedExample:
         if example_id not in self.cache:
@@ -137,7 +153,11 @@ class _Context:
                 min_pixels=self.config.data.min_pixels,
                 max_pixels=self.config.data.max_pixels,
             )
-            encoded = encode_example(self.processor, self.prompt, image, example.caption)
+            target = self.assessment_target(example)
+            if target is None:
+                encoded = encode_example(self.processor, self.prompt, image, example.caption)
+            else:
+                encoded = encode_example(self.processor, self.assessment_prompt, image, target)
             if encoded.input_ids.shape[0] > self.config.data.max_length:
                 raise RunError(
                     f"example {example_id} is {encoded.input_ids.shape[0]} tokens, over "
@@ -298,7 +318,7 @@ def _save_checkpoint(
         "base_model": ctx.config.base_model,
         "prompt": CAPTION_PROMPT,
         "prompt_version": prompt_spec(CAPTION_PROMPT).version,
-        "prompts": {CAPTION_PROMPT: prompt_spec(CAPTION_PROMPT).version},
+        "prompts": trained_prompts(ctx.config),
         # The split this model was trained with: evaluation reads it back and refuses to
         # score an example the model was trained on.
         "split_file": str(ctx.split_file.resolve()),
@@ -377,6 +397,8 @@ def train(
         run_dir=run_dir,
         processor=processor,
         prompt=render_prompt(processor.tokenizer, prompt=CAPTION_PROMPT),
+        assessment_prompt=render_prompt(processor.tokenizer, prompt=ASSESSMENT_PROMPT),
+        targets=AssessmentTargets() if config.tasks.assessment_ratio > 0 else None,
         examples={example.id: example for example in examples},
         split=split,
         split_file=split_file,

@@ -29,6 +29,7 @@ from skinspector.core.prompt import prompt_messages
 from skinspector.core.settings import ImageSettings, SamplingSettings
 
 __all__ = [
+    "ASSESSMENT_PROMPT",
     "CAPTION_PROMPT",
     "END_OF_TURN",
     "IGNORE_INDEX",
@@ -59,6 +60,8 @@ def training_context() -> ClinicalContext:
 
 #: The prompt SkinCAP captions train and evaluation scores: the server's pass 1.
 CAPTION_PROMPT = "findings"
+#: The server's pass 2, trained (optionally) on synthesized targets.
+ASSESSMENT_PROMPT = "assessment"
 
 
 def hf_messages(
