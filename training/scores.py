@@ -61,7 +61,8 @@ LABELS: dict[str, str] = {
     "bertscore_p": "BERTScore P",
     "bertscore_r": "BERTScore R",
     "bertscore_f1": "BERTScore F1",
-    "diagnosis_match": "Diagnosis match",
+    "diagnosis_top1": "Diagnosis top-1",
+    "diagnosis_match": "Diagnosis in the differential",
 }
 #: Metric families (one report panel each).
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -69,7 +70,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "bleu": ("bleu", "bleu_p1", "bleu_p2", "bleu_p3", "bleu_p4", "bleu_bp", "bleu_ratio"),
     "meteor": ("meteor",),
     "bertscore": ("bertscore_p", "bertscore_r", "bertscore_f1"),
-    "diagnosis_match": ("diagnosis_match",),
+    "diagnosis_match": ("diagnosis_top1", "diagnosis_match"),
 }
 #: Metrics averaged over examples (the rest of the per-example ones are rates over the
 #: examples where they apply).

@@ -342,6 +342,71 @@ def test_diagnosis_match(matcher: DiagnosisMatcher, text: str, label: str, expec
     assert matcher.matches(text, label) is expected
 
 
+@pytest.mark.parametrize(
+    ("text", "label", "expected"),
+    [
+        ("Not consistent with melanoma; likely a benign naevus.", "melanoma", False),
+        ("No signs of scabies.", "scabies", False),
+        ("This rules out impetigo.", "impetigo", False),
+        ("Bukan kusta.", "leprosy", False),
+        ("Negative for psoriasis but typical of eczema.", "eczema", True),  # clause break
+        ("Not infected, but consistent with psoriasis.", "psoriasis", True),  # negation ends
+        ("Melanoma is unlikely; a seborrheic keratosis.", "melanoma", True),  # after: counts
+    ],
+)
+def test_negated_mentions_do_not_count(
+    matcher: DiagnosisMatcher, text: str, label: str, expected: bool
+) -> None:
+    assert matcher.matches(text, label) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "top1", "anywhere"),
+    [
+        # Structured answer: the first item of the conditions section is the primary.
+        ("## Most likely conditions\n- Psoriasis (high)\n- Eczema (low)\n## Red flags\n- none",
+         "psoriasis", True, True),
+        ("## Most likely conditions\n- Psoriasis (high)\n- Eczema (low)\n## Red flags\n- none",
+         "eczema", False, True),
+        # Caption: the first sentence naming a known condition.
+        ("A red plaque. Consistent with impetigo. Differential: eczema.", "impetigo", True, True),
+        ("A red plaque. Consistent with impetigo. Differential: eczema.", "eczema", False, True),
+        # A negated first mention is not the primary.
+        ("Not melanoma. Most likely a melanocytic nevus.", "melanocytic nevus", True, True),
+        ("Not melanoma. Most likely a melanocytic nevus.", "melanoma", False, False),
+        ("A pink patch on the cheek.", "rosacea", False, False),
+    ],
+)  # fmt: skip
+def test_top1_and_in_the_differential(
+    matcher: DiagnosisMatcher, text: str, label: str, top1: bool, anywhere: bool
+) -> None:
+    assert matcher.top1(text, label) is top1
+    assert matcher.matches(text, label) is anywhere
+
+
+def test_labels_outside_the_kb_come_from_the_data_table(tmp_path: Path) -> None:
+    from training.diagnosis import load_label_synonyms
+
+    table = load_label_synonyms()
+    assert "cutaneous T-cell lymphoma" in table["mycosis fungoides"]
+    matcher = DiagnosisMatcher.from_kb()
+    assert matcher.matches("Plaques of cutaneous T-cell lymphoma.", "mycosis fungoides")
+    broken = tmp_path / "synonyms.json"
+    broken.write_text('{"sarcoidosis": "sarcoid"}')
+    with pytest.raises(ValueError, match="must map to a list of names"):
+        load_label_synonyms(broken)
+
+
+def test_diagnosis_top1_is_reported_beside_the_differential(fast: MetricSuite) -> None:
+    table = fast.compute(
+        ["Likely eczema; psoriasis possible.", "Psoriasis.", "Not psoriasis."],
+        ["r1", "r2", "r3"],
+        ["psoriasis", "psoriasis", "psoriasis"],
+    )
+    assert table["diagnosis_top1"].value == pytest.approx(1 / 3)
+    assert table["diagnosis_match"].value == pytest.approx(2 / 3)
+
+
 def test_synonym_table_from_markdown() -> None:
     entry = parse_kb_entry(
         "> notice\n\n# Basal cell carcinoma (BCC)\n\n## Synonyms and lay terms\n"
