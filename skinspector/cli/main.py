@@ -8,6 +8,7 @@ import click
 
 from skinspector import __version__
 from skinspector.cli._common import configure_logging
+from skinspector.cli.box import box, doctor
 from skinspector.cli.bundle import bundle, update
 from skinspector.cli.describe import describe
 from skinspector.cli.dev import dev
@@ -35,6 +36,8 @@ def cli(ctx: click.Context, verbose: int, log_json: bool) -> None:
 
 
 cli.add_command(describe)
+cli.add_command(box)
+cli.add_command(doctor)
 cli.add_command(dev)
 cli.add_command(kb)
 cli.add_command(serve)
