@@ -2,9 +2,11 @@
 
 Resources are opened and closed in ``cleanup_ctx`` (store and devices, bundle and model,
 analysis worker, bundle watcher, update checks); ``server.start_server`` adds the listening
-sockets and mDNS. The model loads in the background: ``/healthz`` answers at once,
-``/readyz`` says 503 until the model is loaded, and uploads are stored meanwhile and
-analysed when it is ready.
+sockets and mDNS. Nothing slow happens before the server listens: the model loads in the
+background (on a maintainer's first run, after the demo bundle is built, also in the
+background): ``/healthz`` answers at once, ``/readyz`` says 503 and what is being prepared
+until the model is loaded, and uploads are stored meanwhile and analysed when it is ready.
+At shutdown the analysis worker is cancelled first, so a pass in flight never holds it up.
 
 Loading, fallback, hot reload and update checks of the model bundle live in
 ``bundle_runtime``.
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -63,18 +67,43 @@ def create_app(
     app[keys.EVENTS] = EventHub()
     app[keys.RUNTIME] = keys.Runtime()
     app[keys.WORK_QUEUE] = asyncio.Queue()
-    app.cleanup_ctx.append(_storage(bundle, demo_builder))
-    app.cleanup_ctx.append(model_context)
-    app.cleanup_ctx.append(_worker)
-    app.cleanup_ctx.append(_sync)
-    app.cleanup_ctx.append(bundle_watch)
-    app.cleanup_ctx.append(update_checks)
+    for context in (
+        _storage(bundle, demo_builder),
+        model_context,
+        _worker,
+        _sync,
+        bundle_watch,
+        update_checks,
+    ):
+        app.cleanup_ctx.append(_timed(context))
     app.add_routes(ops_routes)
     app.add_routes(case_routes)
     app.add_routes(openai_routes)
     app.router.add_static("/app/", PHONE_APP, append_version=False, follow_symlinks=False)
     app.on_response_prepare.append(_no_stale_app)
+    app.on_shutdown.append(_stop_worker)
     return app
+
+
+Context = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _timed(context: Context) -> Context:
+    """Log how long a resource took to close when it held shutdown up."""
+    name = getattr(context, "__name__", "context").strip("_")
+
+    async def timed(app: web.Application) -> AsyncIterator[None]:
+        inner = context(app)
+        await anext(inner)
+        yield
+        started = time.monotonic()
+        with contextlib.suppress(StopAsyncIteration):
+            await anext(inner)
+        took = time.monotonic() - started
+        if took > 0.5:
+            log.info("shutdown: closing %s took %.1f s", name, took)
+
+    return timed
 
 
 async def _no_stale_app(request: web.Request, response: web.StreamResponse) -> None:
@@ -99,16 +128,21 @@ def _storage(bundle: ActiveBundle | None, demo_builder: DemoBuilder | None):  # 
         app[keys.METRICS] = metrics
         app[keys.ADMISSION] = Admission(settings.server.queue_size, metrics.queue_depth.set)
         if bundle is None:
+            # Quick: an installed or given bundle is only opened here. A first run's demo
+            # bundle is built later, in the background, once the server listens.
             app[keys.BUNDLE] = await asyncio.to_thread(
-                resolve_served,
-                data_dir,
-                settings.server.bundle_dir,
-                settings.cache_dir,
-                demo_builder,
+                functools.partial(
+                    resolve_served,
+                    data_dir,
+                    settings.server.bundle_dir,
+                    settings.cache_dir,
+                    demo_builder,
+                    defer_demo=True,
+                )
             )
         else:
             app[keys.BUNDLE] = ServedBundle(bundle)
-        if app[keys.BUNDLE].demo:
+        if app[keys.BUNDLE].demo and app[keys.BUNDLE].pending_demo is None:
             log.warning(DEMO_WARNING)
         yield
         app[keys.DEVICES].close()
@@ -164,10 +198,23 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
                 admission.release()
 
     task = asyncio.create_task(run())
+    app[keys.RUNTIME].worker = task
     yield
+    await _stop_worker(app)
+
+
+async def _stop_worker(app: web.Application) -> None:
+    """Cancel the analysis worker: a pass in flight stops at its next token (the engine's
+    stream ends when its consumer leaves); the case stays "analysing" and is analysed
+    again at the next start. Runs at shutdown before the server waits for open requests,
+    so Ctrl-C never waits for an analysis to finish."""
+    task = app[keys.RUNTIME].worker
+    if task is None or task.done():
+        return
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    log.info("stopped the analysis worker (an interrupted case resumes at the next start)")
 
 
 async def _sync(app: web.Application) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_server.settings import AnalysisSettings
 from skinspector.core.bundle_manifest import BundleManifest
 from skinspector.core.errors import ModelFileError, SkinspectorError
 from skinspector.core.gguf import check_gguf
@@ -23,6 +24,7 @@ from updates.errors import SlotError
 from updates.slots import POINTER_NAME, SlotStore
 
 __all__ = [
+    "DEMO_PENDING_VERSION",
     "DEMO_WARNING",
     "NO_BUNDLE_MESSAGE",
     "ActiveBundle",
@@ -30,6 +32,8 @@ __all__ = [
     "Fallback",
     "ServedBundle",
     "bundle_candidates",
+    "demo_placeholder",
+    "effective_analysis",
     "effective_sampling",
     "read_pointer",
     "resolve_bundle",
@@ -110,6 +114,9 @@ class ServedBundle:
     pointer: bytes | None = None  # the active.json content this was resolved from
     alternatives: list[ActiveBundle] = field(default_factory=list)  # to try if it fails
     watch: bool = False  # follow active.json (hot reload)
+    # First run on a maintainer's machine: the demo bundle is still to be built (in the
+    # background, after the server listens); ``current`` is a placeholder until then.
+    pending_demo: DemoBuilder | None = None
 
     @property
     def root(self) -> Path:
@@ -164,6 +171,16 @@ def effective_sampling(bundle: ActiveBundle, configured: SamplingSettings) -> Sa
     return bundle.manifest.sampling.model_copy(update=explicit)
 
 
+def effective_analysis(bundle: ActiveBundle, configured: AnalysisSettings) -> AnalysisSettings:
+    """The bundle's pass limits, overridden by every value set explicitly in the settings."""
+    limits = bundle.manifest.limits
+    if limits is None:
+        return configured
+    defaults = {k: v for k, v in limits.model_dump().items() if v is not None}
+    defaults.update({name: getattr(configured, name) for name in configured.model_fields_set})
+    return configured.model_copy(update=defaults)
+
+
 def read_pointer(data_dir: Path) -> bytes | None:
     try:
         return (data_dir / "bundles" / ACTIVE_POINTER).read_bytes()
@@ -204,10 +221,16 @@ def resolve_served(
     bundle_dir: Path | None,
     cache_dir: Path,
     demo_builder: DemoBuilder | None = None,
+    *,
+    defer_demo: bool = False,
 ) -> ServedBundle:
     """``bundle_dir`` if given; else the active slot (falling back to the previous one if
     the active one cannot be opened); else the demo bundle when ``demo_builder`` is given;
-    else :class:`~skinspector.core.errors.ModelFileError` saying how to install a bundle."""
+    else :class:`~skinspector.core.errors.ModelFileError` saying how to install a bundle.
+
+    With ``defer_demo`` the demo bundle is not built here (minutes on a first run): the
+    result has a placeholder and ``pending_demo`` set, and the caller builds it later
+    (the server does so in the background, while it already answers)."""
     if bundle_dir is not None:
         return ServedBundle(ActiveBundle.open(bundle_dir).check())
     candidates, pointer = bundle_candidates(data_dir)
@@ -239,12 +262,30 @@ def resolve_served(
         raise ModelFileError(NO_BUNDLE_MESSAGE)
     if candidates:
         log.error("no installed bundle can be opened; serving the demo bundle")
-    log.warning(DEMO_WARNING)
-    served = ServedBundle(ActiveBundle.open(demo_builder(cache_dir)), pointer=pointer)
-    served.watch = True
+    if defer_demo:
+        served = ServedBundle(demo_placeholder(cache_dir), pointer=pointer, watch=True)
+        served.pending_demo = demo_builder
+    else:
+        served = ServedBundle(ActiveBundle.open(demo_builder(cache_dir)), pointer=pointer)
+        served.watch = True
     if failures:
         served.fallback = failures[0]
     return served
+
+
+DEMO_PENDING_VERSION = "demo (preparing)"
+
+
+def demo_placeholder(cache_dir: Path) -> ActiveBundle:
+    """What ``ServedBundle.current`` holds while the demo bundle is being built."""
+    manifest = BundleManifest(
+        version=DEMO_PENDING_VERSION,
+        model_id="skinspector-demo-tiny-random",
+        model="pending.gguf",
+        mmproj="pending.gguf",
+        demo=True,
+    )
+    return ActiveBundle(cache_dir / "demo-bundles", manifest)
 
 
 def resolve_bundle(

@@ -14,7 +14,10 @@ work is kept and runs on the new bundle, and the old model is closed once idle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,8 +26,10 @@ from aiohttp import web
 from edge_server import keys
 from edge_server.analysis import Analyzer
 from edge_server.bundle import (
+    DEMO_WARNING,
     ActiveBundle,
     Fallback,
+    effective_analysis,
     effective_sampling,
     read_pointer,
 )
@@ -64,7 +69,7 @@ def _make_analyzer(
         retriever,
         bundle,
         sampling=effective_sampling(bundle, settings.engine.sampling),
-        analysis=settings.server.analysis,
+        analysis=effective_analysis(bundle, settings.server.analysis),
         quality=settings.server.quality,
         image=settings.image,
         rules=load_rules(),
@@ -123,8 +128,12 @@ async def model_context(app: web.Application) -> AsyncIterator[None]:
     runtime = app[keys.RUNTIME]
 
     async def load_in_background() -> None:
+        if served.pending_demo is not None and not await _build_demo(app):
+            return
         error = "no bundle to load"
         for attempt, bundle in enumerate([served.current, *served.alternatives]):
+            runtime.stage = f"loading the model (bundle {bundle.version})"
+            log.info("loading the model of bundle %s", bundle.version)
             try:
                 vlm, retriever = await asyncio.to_thread(_load_bundle, bundle, settings)
             except Exception as exc:
@@ -147,21 +156,152 @@ async def model_context(app: web.Application) -> AsyncIterator[None]:
             runtime.model = vlm
             runtime.analyzer = _make_analyzer(app, bundle, vlm, retriever)
             await asyncio.to_thread(_mark_serving, app, bundle)
+            runtime.stage = "ready"
             runtime.ready.set()
-            log.info("model ready: bundle %s", bundle.version)
+            log.warning("model ready: bundle %s", bundle.version)
+            await runtime.bundle_changed()  # a fallback may serve another version
             return
         served.alternatives = []
+        runtime.stage = "failed"
         runtime.error = error
 
     task = asyncio.create_task(load_in_background())
     yield
+    building = runtime.demo_build
+    if building is not None and not building.done():
+        # The demo build runs minutes on a first run: do not hold Ctrl-C for it. Its
+        # thread is a daemon and its files are staged and renamed into place, so an
+        # abandoned build leaves no half-built bundle; the next start builds it again.
+        log.warning("stopped while the demo bundle was being built; it resumes next start")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return
     # A thread cannot be cancelled: let a load in progress finish, then free what it made
     # (abandoning it half-way leaves ChromaDB's per-path client cache inconsistent).
     await task
     if runtime.analyzer is not None:
         runtime.analyzer.close()
     if runtime.model is not None:
-        await asyncio.to_thread(runtime.model.close)
+        await _close_model_at_shutdown(runtime)
+
+
+#: How long shutdown waits for the model's worker thread to stop generating.
+SHUTDOWN_MODEL_GRACE_SECONDS = 1.0
+
+
+async def _close_model_at_shutdown(runtime: keys.Runtime) -> None:
+    """Free the model, waiting at most ``SHUTDOWN_MODEL_GRACE_SECONDS``.
+
+    The cancelled analysis asks the engine to stop at its next token, but work between two
+    tokens cannot be interrupted: an image encode or a prompt prefill (tens of seconds for a
+    3B model on 2 cores), or, with llama-cpp-python's own streaming, a stretch of tokens it
+    holds back because their bytes are not valid UTF-8 yet. Rather than wait, shutdown
+    leaves the thread be and marks the runtime ``abandoned``; ``run_forever`` then ends the
+    process once everything else is closed (the case stays "analysing" and resumes at the
+    next start)."""
+    model = runtime.model
+    assert model is not None
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+
+    def close() -> None:
+        try:
+            model.close()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                loop.call_soon_threadsafe(_settle_none, closed)
+
+    threading.Thread(target=close, name="model-close", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(closed), SHUTDOWN_MODEL_GRACE_SECONDS)
+    except TimeoutError:
+        runtime.abandoned = True
+        log.warning(
+            "the model is still in the middle of a generation; not waiting for it "
+            "(the interrupted case resumes at the next start)"
+        )
+
+
+def _settle_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _build_demo(app: web.Application) -> bool:
+    """First run on a maintainer's machine: build the demo bundle (tiny model, knowledge
+    base index) while the server already answers; ``/readyz`` says so meanwhile. True when
+    built; on failure ``/readyz`` reports the error."""
+    settings, served, runtime = app[keys.SETTINGS], app[keys.BUNDLE], app[keys.RUNTIME]
+    builder = served.pending_demo
+    assert builder is not None
+    runtime.stage = (
+        "preparing the demo bundle (a first run builds a tiny random model and the "
+        "knowledge-base index: a few minutes, once)"
+    )
+    log.warning("%s; the server answers meanwhile, /readyz says when it is ready", runtime.stage)
+    progress = logging.getLogger("skinspector.demo")  # the builder's steps, in the log
+    if progress.getEffectiveLevel() > logging.INFO:
+        progress.setLevel(logging.INFO)
+    step = _StageFromLog(runtime, "preparing the demo bundle: ")
+    progress.addHandler(step)
+    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[ActiveBundle] = loop.create_future()
+
+    def build() -> None:
+        value: ActiveBundle | None = None
+        error: BaseException | None = None
+        try:
+            value = ActiveBundle.open(builder(settings.cache_dir)).check()
+        except BaseException as exc:  # handed to the event loop
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped
+            loop.call_soon_threadsafe(_settle, done, value, error)
+
+    runtime.demo_build = done
+    threading.Thread(target=build, name="demo-bundle-build", daemon=True).start()
+    try:
+        bundle = await done
+    except Exception as exc:
+        progress.removeHandler(step)
+        runtime.stage = "failed"
+        runtime.error = f"the demo bundle could not be built: {type(exc).__name__}: {exc}"
+        log.error("%s", runtime.error)
+        return False
+    progress.removeHandler(step)
+    served.current, served.pending_demo = bundle, None
+    log.warning(
+        "demo bundle %s ready after %.0f s; %s",
+        bundle.version,
+        time.monotonic() - started,
+        DEMO_WARNING,
+    )
+    await runtime.bundle_changed()
+    return True
+
+
+class _StageFromLog(logging.Handler):
+    """Shows the builder's latest step in ``/readyz`` (set from the builder's thread: one
+    attribute assignment, read by the event loop)."""
+
+    def __init__(self, runtime: keys.Runtime, prefix: str) -> None:
+        super().__init__(logging.INFO)
+        self.runtime, self.prefix = runtime, prefix
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.runtime.stage = self.prefix + record.getMessage()
+
+
+def _settle(
+    future: asyncio.Future[ActiveBundle], value: ActiveBundle | None, exc: BaseException | None
+) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    elif value is not None:
+        future.set_result(value)
 
 
 async def _retire(
@@ -218,6 +358,7 @@ async def reload_bundle(
         if bundle is not None and served.fallback is not None:
             served.fallback = None  # active.json names what we serve (e.g. after rollback)
             await asyncio.to_thread(_mark_serving, app, bundle)
+            await runtime.bundle_changed()
         return False
     log.info("loading bundle %s from %s (hot reload)", bundle.version, bundle.slot)
     if bundle.index is not None and bundle.index != served.index:
@@ -246,6 +387,7 @@ async def reload_bundle(
         bundle.version,
         bundle.slot,
     )
+    await runtime.bundle_changed()
     await _retire(app, old_model, old_analyzer, stop)
     return True
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,7 +12,7 @@ from aiohttp import web
 
 from edge_server.admission import Admission
 from edge_server.analysis import Analyzer
-from edge_server.bundle import ServedBundle
+from edge_server.bundle import ActiveBundle, ServedBundle
 from edge_server.devices import DeviceRegistry
 from edge_server.events import EventHub
 from edge_server.metrics import Metrics
@@ -37,6 +39,8 @@ __all__ = [
     "Runtime",
 ]
 
+log = logging.getLogger("skinspector.server")
+
 
 @dataclass
 class Runtime:
@@ -51,6 +55,29 @@ class Runtime:
     # analyses; ``reload`` asks the bundle watcher to look at active.json now.
     swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reload: asyncio.Event = field(default_factory=asyncio.Event)
+    # What ``/readyz`` says is being prepared until the model is ready.
+    stage: str = "starting"
+    # Called after the served bundle changed (demo built, hot reload, update, rollback,
+    # fallback): e.g. the mDNS announcement refreshes its TXT record.
+    bundle_listeners: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The analysis worker: cancelled first thing at shutdown, so a pass in flight stops at
+    # its next token (the case stays "analysing" and resumes at the next start).
+    worker: asyncio.Task[None] | None = None
+    demo_build: asyncio.Future[ActiveBundle] | None = None  # first run: the demo build
+    # Set at shutdown when the model's thread was still generating and was left running:
+    # the process must then end without joining it (``server.run_forever`` does).
+    abandoned: bool = False
+
+    @property
+    def demo_build_running(self) -> bool:
+        return self.demo_build is not None and not self.demo_build.done()
+
+    async def bundle_changed(self) -> None:
+        for listener in list(self.bundle_listeners):
+            try:
+                await listener()
+            except Exception as exc:  # a listener's failure never stops the server
+                log.error("after a bundle change: %s: %s", type(exc).__name__, exc)
 
     def wake_sync(self) -> None:
         if self.sync_agent is not None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -94,7 +95,10 @@ def translate_tuf_error(exc: Exception) -> UpdateError:
     if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
         return MetadataMismatchError(f"metadata does not match what signed it: {text}")
     if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
-        return UntrustedMetadataError(f"the repository sent more data than allowed: {text}")
+        return MetadataMismatchError(
+            "a metadata file is longer than the length its signed metadata records, so it "
+            f"is not the file that was signed (tampered or mixed-up metadata): {text}"
+        )
     if isinstance(exc, tuf_errors.RepositoryError):
         return UntrustedMetadataError(f"metadata refused: {text}")
     if isinstance(exc, tuf_errors.DownloadHTTPError):
@@ -325,6 +329,7 @@ class UpdateClient:
             unit_scale=True,
             unit_divisor=1024,
             disable=not progress,
+            file=sys.stderr,  # never on stdout: the result line (or --json) goes there
         )
         handle = dest.open("xb") if dest is not None else None
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tarfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -56,7 +57,13 @@ _CHUNK = 1024 * 1024
 @contextmanager
 def _bar(total: int, desc: str, enabled: bool) -> Iterator[tqdm[None]]:
     bar: tqdm[None] = tqdm(  # type: ignore[assignment]  # no iterable: items are None
-        total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=not enabled,
+        file=sys.stderr,  # never on stdout: commands print their result (or --json) there
     )
     try:
         yield bar

@@ -211,6 +211,22 @@ class SlotStore:
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir()
         new = self.staging / "new"
+        try:
+            return self._install(archive, new, smoke, hook, server_version, progress)
+        finally:
+            # Refused or installed, nothing stays in staging (a crash leaves it to the
+            # next update, which wipes it first).
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _install(
+        self,
+        archive: Path,
+        new: Path,
+        smoke: SmokeTest,
+        hook: StepHook,
+        server_version: str,
+        progress: bool,
+    ) -> Installed:
         manifest = unpack_archive(archive, new, progress=progress)
         fsync_dir(self.staging)
         hook("unpacked")
@@ -256,7 +272,6 @@ class SlotStore:
         )
         self._write_pointer(switched)
         hook("switched")
-        shutil.rmtree(self.staging, ignore_errors=True)
         return Installed(target, manifest.version, keep, previous_version)
 
     def serving(self) -> tuple[str | None, str | None]:

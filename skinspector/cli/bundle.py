@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -428,10 +429,13 @@ def update(
         check_only=check_only,
         progress=not as_json,
     )
+    # Progress bars went to stderr and are closed; the result goes to stdout after them.
+    sys.stderr.flush()
     if as_json:
         _echo_json(
             {
                 "status": outcome.status,
+                "message": outcome.describe(),
                 "version": outcome.version,
                 "active_version": outcome.active_version,
                 "previous_version": outcome.previous_version,

@@ -26,19 +26,27 @@ def dev() -> None:
     help="Copy the built model here (default: only the cache).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Weight init seed.")
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "qwen2.5-vl-3b"]),
+    default="tiny",
+    show_default=True,
+    help="tiny: the test/demo model; qwen2.5-vl-3b: Qwen2.5-VL-3B's exact shapes (random "
+    "weights, for benchmarks; needs ~16 GB RAM, ~20 GB disk and a long time on few cores).",
+)
 @click.pass_context
 @translate_errors
-def tiny_model(ctx: click.Context, out_dir: Path | None, seed: int) -> None:
-    """Build (or reuse from the cache) a tiny random Qwen2.5-VL and its GGUF export.
+def tiny_model(ctx: click.Context, out_dir: Path | None, seed: int, preset: str) -> None:
+    """Build (or reuse from the cache) a random Qwen2.5-VL and its GGUF export.
 
     Writes a Hugging Face folder, an f16 and a Q4_K_M language-model GGUF, an F16
     vision-projector GGUF and manifest.json. The weights are random: output is random text.
     """
-    from training.tiny_model import TinyModelSpec, ensure_tiny_model
+    from training.tiny_model import PRESETS, ensure_tiny_model
 
     settings = get_settings(ctx)
     model = ensure_tiny_model(
-        settings.cache_dir, TinyModelSpec(seed=seed), progress=lambda m: click.echo(m, err=True)
+        settings.cache_dir, PRESETS[preset](seed), progress=lambda m: click.echo(m, err=True)
     )
     root = model.root
     if out_dir is not None:

@@ -121,7 +121,6 @@ def pair(config: Path | None, data_dir: Path | None, base_url: str | None) -> No
     """Show a one-time pairing code and a QR code for a phone to scan."""
     from edge_server.devices import DeviceRegistry
     from edge_server.qr import pairing_url, qr_terminal
-    from edge_server.routes_ops import lan_address
 
     settings = load_settings(config, data_dir)
     server = settings.server
@@ -131,15 +130,31 @@ def pair(config: Path | None, data_dir: Path | None, base_url: str | None) -> No
         code = registry.create_pairing_code()
     finally:
         registry.close()
-    scheme = "https" if server.tls_cert else "http"
-    url = pairing_url(
-        base_url or server.public_base_url or f"{scheme}://{lan_address()}:{server.port}", code.code
-    )
+    url = pairing_url(base_url or _phone_base_url(server), code.code)
     click.echo(qr_terminal(url))
     click.echo(f"Pairing code: {code.code}")
     click.echo(f"Open on the phone: {url}")
     minutes = max(1, round((code.expires_at - time.time()) / 60))
     click.echo(f"The code works once and expires in {minutes} minutes.")
+
+
+def _phone_base_url(server: Any) -> str:
+    """Where phones reach the box: the configured public URL; else the address and port the
+    server running on this data directory listens on (it records them when it starts);
+    else the settings' port on this machine's LAN address."""
+    from edge_server.server import phone_url, read_server_record
+
+    if server.public_base_url:
+        return str(server.public_base_url)
+    record = read_server_record(server.data_dir)
+    if record is not None:
+        return str(record["phone_url"])
+    scheme = "https" if server.tls_cert else "http"
+    click.echo(
+        f"(no server is running on {server.data_dir}; using the configured port {server.port})",
+        err=True,
+    )
+    return phone_url(scheme, server.host, server.port)
 
 
 @click.group()

@@ -96,6 +96,13 @@ class ModelCard(BaseModel):
     file: str | None = Field(None, description="The full card (Markdown) inside the bundle.")
 
 
+class PassLimits(BaseModel):
+    """Per-bundle defaults for the two-pass analysis (settings set explicitly win)."""
+
+    findings_max_tokens: int | None = Field(None, ge=8, le=1024, description="Pass 1.")
+    report_max_tokens: int | None = Field(None, ge=16, le=4096, description="Pass 2.")
+
+
 class BundleManifest(BaseModel):
     format_version: int = Field(1, ge=1, le=MANIFEST_FORMAT)
     version: str = Field(min_length=1, max_length=64, description="e.g. 2026.11.1")
@@ -109,6 +116,7 @@ class BundleManifest(BaseModel):
     sampling: SamplingSettings | None = Field(
         None, description="Sampling defaults the model was evaluated with."
     )
+    limits: PassLimits | None = Field(None, description="Pass length defaults.")
     min_server_version: str | None = Field(
         None, description="Oldest server (X.Y.Z) that can run this bundle."
     )

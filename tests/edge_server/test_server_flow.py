@@ -229,3 +229,157 @@ def test_app_files_must_be_revalidated(live_server: LiveServer) -> None:
     assert script.status_code == 200
     assert script.headers["cache-control"] == "no-cache"
     assert missing.status_code == 404
+
+
+CASE_FACTS = {"age_years": 40, "sex": "female", "body_site": "arm", "language": "en"}
+
+
+def test_first_run_answers_while_the_demo_bundle_is_built(
+    cache_dir: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Nothing installed, demo not built yet: the server listens at once, /readyz says what
+    it prepares, uploads are stored and analysed once ready; `pair` shows the real port."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from edge_server.server import SERVER_RECORD, start_server
+    from skinspector.cli import cli
+    from tests.edge_server.conftest import LiveServer, server_settings
+    from tests.threaded_loop import serve_in_background
+    from training.demo_bundle import ensure_demo_bundle
+
+    release = threading.Event()
+
+    def slow_first_build(cache: Any) -> Any:  # the real build, held until the test says so
+        assert release.wait(120)
+        return ensure_demo_bundle(cache)
+
+    data = tmp_path_factory.mktemp("first-run")
+    settings = server_settings(data, cache_dir)
+    with serve_in_background(
+        lambda: start_server(settings, demo_builder=slow_first_build),
+        lambda running: running.stop(),
+    ) as bg:
+        live = LiveServer(bg.running.url, data, settings, bg.running, bg.loop)
+        with live.client() as anonymous:
+            assert anonymous.get("/healthz").status_code == 200
+            ready = anonymous.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["stage"].startswith("preparing the demo bundle")
+
+        # `pair` reads the address the server records, not the settings' port 8080.
+        port = bg.running.port
+        paired = CliRunner().invoke(cli, ["pair", "--data-dir", str(data)])
+        assert paired.exit_code == 0, paired.output
+        assert f":{port}/app/#pair=" in paired.stdout
+
+        token = live.pair()
+        with live.client(token) as client:
+            info = client.get("/api/v1/info").json()
+            assert (info["ready"], info["demo"]) == (False, True)
+            response = upload(client, [photo(3)], CASE_FACTS)
+            assert response.status_code == 201, response.text
+            case_id = response.json()["id"]
+            assert client.get(f"/api/v1/cases/{case_id}").json()["status"] != "done"
+            release.set()
+            case = wait_finished(client, case_id, timeout=600)
+            assert case["status"] == "done"
+            assert client.get("/readyz").status_code == 200
+            assert client.get("/api/v1/info").json()["bundle_version"].startswith("demo-")
+        assert (data / SERVER_RECORD).is_file()
+    assert not (data / SERVER_RECORD).exists()  # withdrawn at shutdown
+
+
+def _serve_process(data: Any, cache_dir: Any, config: Any) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SKINSPECTOR_CACHE_DIR": str(cache_dir)}
+    with (data / "serve.log").open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "skinspector", "serve", "--config", str(config)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_url(data: Any, process: Any, timeout: float = 300) -> str:
+    from edge_server.server import read_server_record
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert process.poll() is None, (data / "serve.log").read_text()
+        record = read_server_record(data)
+        if record is not None:
+            url: str = record["url"]
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return url
+        time.sleep(0.2)
+    raise TimeoutError("server not ready")
+
+
+def test_sigterm_during_an_analysis_stops_at_once_and_the_case_resumes(
+    cache_dir: Any, demo_bundle: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A long pass is in flight: SIGTERM stops the server without waiting for it (the
+    engine stops at the next token); the case stays "analysing" and finishes at the next
+    start. (The shutdown time itself is measured by bench/bench_server.py, not asserted.)"""
+    import signal
+
+    from edge_server.devices import DeviceRegistry
+    from edge_server.store import CaseStore
+
+    data = tmp_path_factory.mktemp("sigterm")
+    config = data / "edge.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = 0\ndata_dir = "{data}"\n'
+        f'bundle_dir = "{demo_bundle.root}"\n'
+        "[server.mdns]\nenabled = false\n"
+        "[server.analysis]\nfindings_max_tokens = 1024\nreport_max_tokens = 4096\n"
+        "[engine]\nn_threads = 2\n"
+    )
+    process = _serve_process(data, cache_dir, config)
+    try:
+        url = _wait_url(data, process)
+        with DeviceRegistry(data / "devices.sqlite3") as registry:
+            code = registry.create_pairing_code().code
+        token = httpx.post(f"{url}/api/v1/pair", json={"code": code, "device_name": "p"}).json()
+        headers = {"Authorization": f"Bearer {token['token']}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            case_id = upload(client, [photo(4)], CASE_FACTS).json()["id"]
+            with client.stream("GET", f"/api/v1/cases/{case_id}/events") as events:
+                for line in events.iter_lines():
+                    if line.startswith("data: ") and json.loads(line[6:])["type"] == "token":
+                        break  # the model is generating
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0  # a hang guard, not a timing assertion
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    store = CaseStore(data)
+    try:
+        case = store.get(case_id)
+        assert case is not None
+        assert case.status.value == "analysing"  # cut off, not finished or failed
+    finally:
+        store.close()
+
+    # Short passes at the next start, so the resumed case finishes quickly.
+    config.write_text(
+        config.read_text().replace("= 1024", "= 12").replace("= 4096", "= 24"), "utf-8"
+    )
+    again = _serve_process(data, cache_dir, config)
+    try:
+        url = _wait_url(data, again)
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            assert wait_finished(client, case_id, timeout=900)["status"] == "done"
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=60) == 0
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.wait()

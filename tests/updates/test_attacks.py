@@ -71,6 +71,7 @@ class Clinic:
         verify_directory(slot, BundleManifest.read(slot), installed=True)
         assert not (self.data / "bundles" / "slot-b").exists()
         assert not (self.data / "bundles" / "download").exists()
+        assert not (self.data / "bundles" / "staging").exists()  # a refusal cleans up
         assert_serving(self.live, self.token, "1.0.0")
 
 
@@ -190,8 +191,11 @@ def test_mix_and_match_attack(tmp_path: Path, clinic: Clinic) -> None:
     signed.repo.publish(fake_bundle(tmp_path, "1.2.0"))
     newest = signed.repo.targets().signed.version
     replace_file(metadata / f"{newest}.targets.json", older_targets)  # new snapshot, old targets
-    with pytest.raises(MetadataMismatchError):
+    with pytest.raises(MetadataMismatchError) as refused:
         _update(clinic, signed.path, _client(tmp_path, signed))
+    # The message names the real cause (the file is not the one that was signed).
+    assert "signed" in str(refused.value)
+    assert "more data than allowed" not in str(refused.value)
     clinic.assert_unchanged()
 
 

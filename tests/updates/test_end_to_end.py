@@ -76,7 +76,9 @@ def test_happy_path_build_publish_update_and_serve(
         # From a directory (a USB stick), with the real smoke test.
         root = repo / "metadata" / "1.root.json"
         result = run("update", "--data-dir", data, "--init-root", root, "--from", repo)
-        assert "installed bundle 1.0.0 into slot-a" in result.output
+        # The result line is on stdout, after the progress bars (stderr) closed.
+        assert "installed bundle 1.0.0 into slot-a" in result.stdout
+        assert "installed bundle" not in result.stderr
         wait_for_version(live, token, "1.0.0")
         body = info(live, token)
         assert body["demo"] is False
@@ -90,8 +92,14 @@ def test_happy_path_build_publish_update_and_serve(
         # From the hub over HTTP on 127.0.0.1.
         run("bundle", "publish", tmp_path / "b2.tar", "--repo", repo, "--keys", keys)
         with running_hub(hub_dir) as hub:
-            result = run("update", "--data-dir", data, "--from", f"{hub.url}/updates/")
-        assert "installed bundle 1.1.0 into slot-b" in result.output
+            result = run("update", "--data-dir", data, "--from", f"{hub.url}/updates/", "--json")
+        outcome = json.loads(result.stdout)  # --json: stdout is the result alone
+        assert (outcome["status"], outcome["version"], outcome["slot"]) == (
+            "installed",
+            "1.1.0",
+            "slot-b",
+        )
+        assert outcome["previous_version"] == "1.0.0"
         wait_for_version(live, token, "1.1.0")
         case = wait_case(live, token, post_case(live, token, 2))
         assert case["status"] == "done"

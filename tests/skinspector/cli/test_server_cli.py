@@ -58,3 +58,33 @@ def test_config_file_and_environment(tmp_path: Path, monkeypatch) -> None:  # ty
     assert settings.server.queue_size == 5  # environment beats file
     assert settings.server.mdns.enabled is False  # file beats defaults
     assert settings.server.data_dir == tmp_path / "data"
+
+
+def test_pair_uses_the_running_servers_address_else_the_settings(tmp_path: Path) -> None:
+    """A running server records where it listens (``server.json``); `pair` uses it. A
+    record left by a process that is gone is ignored: the settings' port is used."""
+    import os
+    import subprocess
+    import sys
+
+    from edge_server.server import SERVER_RECORD, write_server_record
+
+    no_server = CliRunner().invoke(cli, ["pair", "--data-dir", str(tmp_path)])
+    assert no_server.exit_code == 0, no_server.output
+    assert ":8080/app/#pair=" in no_server.stdout
+    assert "no server is running" in no_server.stderr
+
+    write_server_record(tmp_path, "http://127.0.0.1:18123", "http://192.0.2.7:18123", 18123)
+    assert json.loads((tmp_path / SERVER_RECORD).read_text())["pid"] == os.getpid()
+    running = CliRunner().invoke(cli, ["pair", "--data-dir", str(tmp_path)])
+    assert running.exit_code == 0, running.output
+    assert "http://192.0.2.7:18123/app/#pair=" in running.stdout
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    record = json.loads((tmp_path / SERVER_RECORD).read_text())
+    record["pid"] = int(gone.stdout)  # a server that crashed without cleaning up
+    (tmp_path / SERVER_RECORD).write_text(json.dumps(record))
+    stale = CliRunner().invoke(cli, ["pair", "--data-dir", str(tmp_path)])
+    assert stale.exit_code == 0, stale.output
+    assert ":8080/app/#pair=" in stale.stdout
