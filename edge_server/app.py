@@ -19,13 +19,14 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
 from edge_server import keys
 from edge_server.admission import Admission
 from edge_server.auth import auth_middleware
+from edge_server.box.notify import systemd_notify_context
 from edge_server.bundle import (
     DEMO_WARNING,
     ActiveBundle,
@@ -54,10 +55,13 @@ def create_app(
     settings: EdgeSettings,
     bundle: ActiveBundle | None = None,
     demo_builder: DemoBuilder | None = None,
+    notify_environ: Mapping[str, str] | None = None,
 ) -> web.Application:
     """Build the app. ``bundle`` overrides bundle resolution (tests, benchmarks);
     ``demo_builder`` makes the demo bundle when no bundle is installed (maintainer machines;
-    without it the server refuses to start and says how to install a signed bundle)."""
+    without it the server refuses to start and says how to install a signed bundle);
+    ``notify_environ`` (the process environment under systemd) enables sd_notify readiness,
+    watchdog pings and the stopping notice."""
     server = settings.server
     app = web.Application(
         middlewares=[access_log_middleware, error_middleware, auth_middleware],
@@ -76,6 +80,8 @@ def create_app(
         update_checks,
     ):
         app.cleanup_ctx.append(_timed(context))
+    if notify_environ is not None:
+        app.cleanup_ctx.append(systemd_notify_context(notify_environ))  # last: all is open
     app.add_routes(ops_routes)
     app.add_routes(case_routes)
     app.add_routes(openai_routes)

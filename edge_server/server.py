@@ -10,6 +10,7 @@ import os
 import ssl
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,9 @@ async def start_server(
     settings: EdgeSettings,
     bundle: ActiveBundle | None = None,
     demo_builder: DemoBuilder | None = None,
+    notify_environ: Mapping[str, str] | None = None,
 ) -> RunningServer:
-    app = create_app(settings, bundle, demo_builder)
+    app = create_app(settings, bundle, demo_builder, notify_environ)
     tls = tls_context(settings.server.tls_cert, settings.server.tls_key)
     runner, port, url = await _listen(app, settings.server.host, settings.server.port, tls)
     announcer = None
@@ -170,11 +172,19 @@ async def start_server(
     return RunningServer(app, runner, port, url, announcer)
 
 
-def run_forever(settings: EdgeSettings, demo_builder: DemoBuilder | None = None) -> None:
-    """``skinspector serve``: run until SIGINT/SIGTERM, then shut down cleanly."""
+def run_forever(
+    settings: EdgeSettings,
+    demo_builder: DemoBuilder | None = None,
+    notify_environ: Mapping[str, str] | None = None,
+) -> None:
+    """``skinspector serve``: run until SIGINT/SIGTERM, then shut down cleanly. Under
+    systemd (``notify_environ`` holds ``NOTIFY_SOCKET``) it reports readiness, pings the
+    watchdog and says when it is stopping."""
 
     async def main() -> None:
-        running = await start_server(settings, demo_builder=demo_builder)
+        running = await start_server(
+            settings, demo_builder=demo_builder, notify_environ=notify_environ
+        )
         phones = phone_url(running.url.split("://")[0], settings.server.host, running.port)
         phones = (settings.server.public_base_url or phones).rstrip("/") + "/"
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,7 +107,7 @@ def serve(
         tls_key=tls_key,
         mdns=mdns or None,
     )
-    run_forever(settings, demo_builder())
+    run_forever(settings, demo_builder(), notify_environ=dict(os.environ))
 
 
 @click.command()
