@@ -29,6 +29,7 @@ from skinspector.core.bundle_manifest import (
     parse_version,
 )
 from skinspector.core.errors import ModelFileError
+from skinspector.core.export_manifest import find_export_manifest, read_export_manifest
 from skinspector.core.gguf import check_gguf
 from skinspector.core.settings import SamplingSettings
 from updates.card import parse_card
@@ -50,10 +51,25 @@ def _check_inputs(model: Path, mmproj: Path, index: Path, card: Path, version: s
             raise BundleInputError(str(exc)) from exc
     if model.name == mmproj.name:
         raise BundleInputError("the model and the projector have the same file name")
+    _check_export(model, mmproj)
     if not card.is_file():
         raise BundleInputError(f"model card not found: {card}")
     if not index.is_dir():
         raise BundleInputError(f"index directory not found: {index}")
+
+
+def _check_export(model: Path, mmproj: Path) -> None:
+    """Files taken from a training export folder must still match its ``export.json``
+    (size and SHA-256 of every file it lists): a truncated copy or a swapped projector
+    must not be signed and shipped."""
+    for path in (model, mmproj):
+        folder = find_export_manifest(path)
+        if folder is None:
+            continue
+        try:
+            read_export_manifest(folder)
+        except ModelFileError as exc:
+            raise BundleInputError(f"the export {folder} does not verify: {exc}") from exc
 
 
 def _copy_index(index: Path, dest: Path, embedder: Path | None) -> str:

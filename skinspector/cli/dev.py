@@ -80,7 +80,16 @@ def sample_photo(out_file: Path, seed: int, width: int, height: int) -> None:
     show_default=True,
     help="Image width and height.",
 )
-def synthetic_skincap(out_dir: Path, count: int, seed: int, size: tuple[int, int]) -> None:
+@click.option(
+    "--duplicates",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    show_default=True,
+    help="Plant near-duplicate rows (resized copies, or rows naming the same original file).",
+)
+def synthetic_skincap(
+    out_dir: Path, count: int, seed: int, size: tuple[int, int], duplicates: int
+) -> None:
     """Write a synthetic dataset in SkinCAP's layout (CSV + skincap/{id}.png).
 
     Besides COUNT usable rows it has one row flagged "Do not consider this image" and one
@@ -90,5 +99,9 @@ def synthetic_skincap(out_dir: Path, count: int, seed: int, size: tuple[int, int
 
     if (out_dir / "skincap").exists():
         raise click.UsageError(f"--out {out_dir} already holds a dataset")
-    written = write_synthetic_skincap(out_dir, count, seed=seed, size=size)
+    written = write_synthetic_skincap(
+        out_dir, count, seed=seed, size=size, duplicates=min(duplicates, count)
+    )
     click.echo(f"wrote {written.usable} usable rows (+1 flagged, +1 missing image) to {out_dir}")
+    if written.duplicate_pairs:
+        click.echo(f"planted {len(written.duplicate_pairs)} near-duplicates of earlier rows")
