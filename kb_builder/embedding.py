@@ -18,11 +18,12 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from kb_builder.language import Language
 from skinspector.core.errors import ModelError
 from skinspector.core.gguf import check_gguf, convert_hf_to_gguf
 
@@ -30,18 +31,52 @@ __all__ = [
     "DEMO_MODEL_ID",
     "PRODUCTION_MODEL_ID",
     "Embedder",
+    "EmbedderProfile",
     "LlamaCppEmbedder",
     "SentenceTransformerEmbedder",
     "backend_agreement",
     "demo_hf_dir",
     "ensure_demo_gguf",
     "normalise",
+    "profile_of",
 ]
 
 PRODUCTION_MODEL_ID = "NeuML/pubmedbert-base-embeddings"
 DEMO_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 Matrix = npt.NDArray[np.float32]
+
+
+class EmbedderProfile(NamedTuple):
+    """What an index records about its embedding model besides its vectors: the languages
+    it embeds well (the dense side counts only for queries in one of them) and the prefixes
+    it expects before a query and before a passage."""
+
+    languages: tuple[Language, ...]
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+
+_ENGLISH = (Language.ENGLISH,)
+_BOTH = (Language.ENGLISH, Language.INDONESIAN)
+_E5 = ("query: ", "passage: ")
+
+KNOWN_PROFILES: dict[str, EmbedderProfile] = {
+    DEMO_MODEL_ID: EmbedderProfile(_ENGLISH),
+    PRODUCTION_MODEL_ID: EmbedderProfile(_ENGLISH),
+    "intfloat/multilingual-e5-small": EmbedderProfile(_BOTH, *_E5),
+    "intfloat/multilingual-e5-base": EmbedderProfile(_BOTH, *_E5),
+    "intfloat/multilingual-e5-large": EmbedderProfile(_BOTH, *_E5),
+    "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2": EmbedderProfile(_BOTH),
+    "sentence-transformers/LaBSE": EmbedderProfile(_BOTH),
+    "BAAI/bge-m3": EmbedderProfile(_BOTH),
+}
+
+
+def profile_of(model_id: str) -> EmbedderProfile:
+    """The known profile of ``model_id``; an unknown model is taken as English-only with no
+    prefixes (say otherwise when building: ``--embedder-languages``, ``--query-prefix``)."""
+    return KNOWN_PROFILES.get(model_id, EmbedderProfile(_ENGLISH))
 
 
 @runtime_checkable

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from skinspector.core.errors import InputError, SkinspectorError
 
-__all__ = ["DocumentError", "IncompatibleIndexError", "IndexMissingError", "KbError"]
+__all__ = [
+    "DocumentError",
+    "IncompatibleIndexError",
+    "IndexMissingError",
+    "KbError",
+    "QueryError",
+]
 
 
 class KbError(SkinspectorError):
@@ -24,3 +30,7 @@ class IndexMissingError(KbError, InputError):
 
 class IncompatibleIndexError(KbError):
     """The index cannot be queried with this embedder or this code version."""
+
+
+class QueryError(KbError, InputError):
+    """A query the retriever cannot run as asked (e.g. an unknown language code)."""

@@ -17,11 +17,11 @@ from tqdm import tqdm
 
 from kb_builder import _stores
 from kb_builder.chunking import Chunk, ChunkingParams, chunk_document
-from kb_builder.embedding import Embedder, LlamaCppEmbedder
+from kb_builder.embedding import Embedder, LlamaCppEmbedder, profile_of
 from kb_builder.errors import DocumentError, KbError
 from kb_builder.ingest import Document, discover, drop_boilerplate, load_document
+from kb_builder.language import Language
 from kb_builder.manifest import (
-    BM25_DIR,
     CHROMA_DIR,
     CHUNKS_NAME,
     EMBEDDER_DIR,
@@ -32,6 +32,7 @@ from kb_builder.manifest import (
     HnswParams,
     IndexManifest,
     SkippedRecord,
+    standard_lexical_indexes,
 )
 
 __all__ = ["BuildReport", "build_index", "write_index"]
@@ -55,6 +56,10 @@ class BuildReport:
             f"embedding: {m.embedding.model_id} via {m.embedding.backend}, "
             f"dimension {m.embedding.dimension}"
             + (f", bundled {m.embedding.gguf}" if m.embedding.gguf else ", no bundled GGUF"),
+            "dense side used for queries in: "
+            + ", ".join(language.value for language in m.embedding.languages)
+            + (f" (query prefix {m.embedding.query_prefix!r})" if m.embedding.query_prefix else ""),
+            "lexical indexes: " + ", ".join(f"{i.language.value} ({i.stemmer})" for i in m.lexical),
             f"time: {self.seconds:.1f} s",
         ]
         lines += [f"skipped {s.source}: {s.reason}" for s in m.skipped]
@@ -76,11 +81,13 @@ def _load_all(
     return documents, skipped
 
 
-def _embed(embedder: Embedder, chunks: list[Chunk], batch: int, progress: bool) -> np.ndarray:
+def _embed(
+    embedder: Embedder, chunks: list[Chunk], batch: int, progress: bool, prefix: str = ""
+) -> np.ndarray:
     parts = []
     with tqdm(total=len(chunks), desc="embedding", unit="chunk", disable=not progress) as bar:
         for start in range(0, len(chunks), batch):
-            texts = [c.indexed_text for c in chunks[start : start + batch]]
+            texts = [prefix + c.indexed_text for c in chunks[start : start + batch]]
             parts.append(embedder.embed(texts))
             bar.update(len(texts))
     return np.concatenate(parts).astype(np.float32, copy=False)
@@ -118,7 +125,9 @@ def write_index(
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     np.save(out_dir / EMBEDDINGS_NAME, vectors)
-    _stores.build_bm25([c.indexed_text for c in chunks], out_dir / BM25_DIR)
+    lexical = standard_lexical_indexes()
+    for index in lexical:
+        _stores.build_bm25([c.indexed_text for c in chunks], out_dir / index.path, index.language)
     collection = _stores.chroma_collection(out_dir / CHROMA_DIR, hnsw, create=True)
     _stores.add_embeddings(collection, [c.chunk_id for c in chunks], vectors, batch)
     if embedder_gguf is not None:
@@ -129,7 +138,11 @@ def write_index(
         embedding=embedding,
         chunking=chunking,
         hnsw=hnsw,
-        bm25={"stemmer": "english (PyStemmer)", "stopwords": "english + bahasa indonesia"},
+        bm25={
+            "stemmer": ", ".join(f"{i.language}: {i.stemmer} (PyStemmer)" for i in lexical),
+            "stopwords": "english + bahasa indonesia",
+        },
+        lexical=lexical,
         document_count=len(documents),
         chunk_count=len(chunks),
         documents=documents,
@@ -148,6 +161,9 @@ def build_index(
     chunking: ChunkingParams | None = None,
     hnsw: HnswParams | None = None,
     embedder_gguf: Path | None = None,
+    embedder_languages: Sequence[Language] | None = None,
+    query_prefix: str | None = None,
+    passage_prefix: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
     batch: int = 64,
@@ -157,7 +173,11 @@ def build_index(
     The index is built in a temporary sibling directory and moved into place at the end,
     so an interrupted build never leaves a half-written index behind. ``embedder_gguf`` (the
     GGUF of the same model) is copied in so clinics can query without torch; with a
-    ``LlamaCppEmbedder`` its own file is bundled by default.
+    ``LlamaCppEmbedder`` its own file is bundled by default. ``embedder_languages`` (the
+    languages the model embeds well), ``query_prefix`` and ``passage_prefix`` (what it
+    expects before a query and a passage; E5: "query: ", "passage: ") default to the known
+    profile of ``embedder.model_id`` (English-only, no prefixes, for an unknown model) and
+    are recorded in the manifest.
     """
     started = time.perf_counter()
     chunking = chunking or ChunkingParams()
@@ -184,10 +204,16 @@ def build_index(
         )
     if not chunks:
         raise KbError("no usable text in any source document; nothing to index")
-    vectors = _embed(embedder, chunks, batch, progress)
+    profile = profile_of(embedder.model_id)
     info = EmbeddingInfo(
-        model_id=embedder.model_id, backend=embedder.backend, dimension=embedder.dimension
+        model_id=embedder.model_id,
+        backend=embedder.backend,
+        dimension=embedder.dimension,
+        languages=list(dict.fromkeys(embedder_languages or profile.languages)),
+        query_prefix=profile.query_prefix if query_prefix is None else query_prefix,
+        passage_prefix=profile.passage_prefix if passage_prefix is None else passage_prefix,
     )
+    vectors = _embed(embedder, chunks, batch, progress, info.passage_prefix)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -18,7 +18,9 @@ from kb_builder.embedding import (
     demo_hf_dir,
     ensure_demo_gguf,
 )
+from kb_builder.language import Language
 from kb_builder.manifest import HnswParams
+from kb_builder.retriever import RetrievalParams
 from skinspector.cli._common import ExistingFile, PathArg, get_settings, translate_errors
 from skinspector.core.settings import Settings
 
@@ -43,6 +45,23 @@ def make_embedder(
         click.secho(f"No --model: using the demo embedder {DEMO_MODEL_ID}.", fg="yellow", err=True)
         return SentenceTransformerEmbedder(demo_hf_dir(), DEMO_MODEL_ID)
     return SentenceTransformerEmbedder(model, model_id)
+
+
+def _languages(value: str) -> list[Language]:
+    codes = [code.strip().lower() for code in value.split(",") if code.strip()]
+    known = ", ".join(language.value for language in Language)
+    if not codes:
+        raise click.BadParameter(f"name at least one language ({known})")
+    try:
+        return [Language(code) for code in codes]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: unknown language (known: {known})", param_hint="--embedder-languages"
+        ) from None
+
+
+_DEFAULTS = RetrievalParams()
+_LANGUAGE_CHOICE = click.Choice(["auto", *(language.value for language in Language)])
 
 
 @click.group()
@@ -78,6 +97,24 @@ def kb() -> None:
     default=None,
     help="GGUF of the same model to bundle (for sentence-transformers).",
 )
+@click.option(
+    "--embedder-languages",
+    default=None,
+    metavar="CODES",
+    help="Languages the embedder covers, comma-separated (en, id); the dense side counts "
+    "only for queries in these. Default: known for the model id, else en.",
+)
+@click.option(
+    "--query-prefix",
+    default=None,
+    help='Text the embedder expects before a query (E5: "query: "). Default: known for '
+    "the model id, else none.",
+)
+@click.option(
+    "--passage-prefix",
+    default=None,
+    help='Text the embedder expects before a passage (E5: "passage: ").',
+)
 @click.option("--chunk-size", type=click.IntRange(100, 20000), default=900, show_default=True)
 @click.option("--overlap", type=click.IntRange(0, 5000), default=150, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
@@ -93,6 +130,9 @@ def build(
     model: str | None,
     model_id: str | None,
     embedder_gguf: Path | None,
+    embedder_languages: str | None,
+    query_prefix: str | None,
+    passage_prefix: str | None,
     chunk_size: int,
     overlap: int,
     overwrite: bool,
@@ -112,6 +152,7 @@ def build(
         chunking = ChunkingParams(size=chunk_size, overlap=overlap)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--overlap") from exc
+    languages = _languages(embedder_languages) if embedder_languages is not None else None
     embedder = make_embedder(get_settings(ctx), backend, model, model_id)
     report = build_index(
         paths,
@@ -120,6 +161,9 @@ def build(
         chunking=chunking,
         hnsw=HnswParams(),
         embedder_gguf=embedder_gguf,
+        embedder_languages=languages,
+        query_prefix=query_prefix,
+        passage_prefix=passage_prefix,
         overwrite=overwrite,
     )
     if as_json:
@@ -138,8 +182,34 @@ def build(
     default="hybrid",
     show_default=True,
 )
-@click.option("--semantic-weight", type=click.FloatRange(0, 1), default=0.6, show_default=True)
-@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=0.2, show_default=True)
+@click.option(
+    "--language",
+    type=_LANGUAGE_CHOICE,
+    default="auto",
+    show_default=True,
+    help="Language of TEXT; auto detects it (and searches both when it cannot tell).",
+)
+@click.option(
+    "--semantic-weight",
+    type=click.FloatRange(0, 1),
+    default=_DEFAULTS.semantic_weight,
+    show_default=True,
+)
+@click.option(
+    "--min-cosine",
+    type=click.FloatRange(-1, 1),
+    default=_DEFAULTS.min_cosine,
+    show_default=True,
+    help="Cosine floor for dense-only candidates (lexical matches are never dropped).",
+)
+@click.option(
+    "--max-per-entry",
+    type=click.IntRange(1, 1000),
+    default=_DEFAULTS.max_per_entry,
+    show_default=True,
+    help="At most this many chunks of one knowledge-base entry.",
+)
+@click.option("--no-glossary", is_flag=True, help="Do not add the glossary translation.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @translate_errors
 def query(
@@ -147,22 +217,34 @@ def query(
     text: str,
     k: int,
     method: str,
+    language: str,
     semantic_weight: float,
     min_cosine: float,
+    max_per_entry: int,
+    no_glossary: bool,
     as_json: bool,
 ) -> None:
     """Search INDEX_DIR for TEXT and print the top hits with their scores."""
-    from kb_builder.retriever import HybridRetriever, Method, RetrievalParams
+    from kb_builder.retriever import HybridRetriever, Method
 
     params = RetrievalParams(
-        method=Method(method), semantic_weight=semantic_weight, min_cosine=min_cosine
+        method=Method(method),
+        semantic_weight=semantic_weight,
+        min_cosine=min_cosine,
+        max_per_entry=max_per_entry,
+        glossary=not no_glossary,
     )
-    hits = HybridRetriever(index_dir, params=params).search(text, k)
+    retriever = HybridRetriever(index_dir, params=params)
+    chosen = None if language == "auto" else language
+    hits = retriever.search(text, k, language=chosen)
     if as_json:
         click.echo(json.dumps([hit._asdict() for hit in hits], indent=2, ensure_ascii=False))
         return
+    detected, plan = retriever.plan(text, chosen)
+    searched = "; ".join(f"{q.language.value} index: {q.text}" for q in plan)
+    click.echo(f"language: {detected.value if detected else 'unknown (both)'} | {searched}")
     if not hits:
-        click.echo("no hits above the cosine threshold")
+        click.echo("no hits (no lexical match and no chunk above the cosine floor)")
     for rank, hit in enumerate(hits, start=1):
         where = hit.source + (f" p.{hit.page}" if hit.page else "")
         click.echo(f"{rank}. [{hit.score:.3f}] {where} | {hit.heading or hit.title}")
@@ -177,46 +259,85 @@ def query(
 @kb.command("eval")
 @click.argument("index_dir", type=PathArg)
 @click.argument("queries", type=PathArg, required=False)
-@click.option("--semantic-weight", type=click.FloatRange(0, 1), default=0.6, show_default=True)
-@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=0.2, show_default=True)
-@click.option("--candidates", type=click.IntRange(1, 1000), default=30, show_default=True)
+@click.option(
+    "--unseen",
+    is_flag=True,
+    help="Use the bundled unseen lay queries instead of the bundled set.",
+)
+@click.option(
+    "--semantic-weight",
+    type=click.FloatRange(0, 1),
+    default=_DEFAULTS.semantic_weight,
+    show_default=True,
+)
+@click.option(
+    "--min-cosine", type=click.FloatRange(-1, 1), default=_DEFAULTS.min_cosine, show_default=True
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(1, 1000),
+    default=_DEFAULTS.candidates,
+    show_default=True,
+)
+@click.option(
+    "--max-per-entry",
+    type=click.IntRange(1, 1000),
+    default=_DEFAULTS.max_per_entry,
+    show_default=True,
+)
+@click.option("--no-glossary", is_flag=True, help="Do not add the glossary translation.")
 @click.option("--json", "as_json", is_flag=True)
 @translate_errors
 def evaluate_cmd(
     index_dir: Path,
     queries: Path | None,
+    unseen: bool,
     semantic_weight: float,
     min_cosine: float,
     candidates: int,
+    max_per_entry: int,
+    no_glossary: bool,
     as_json: bool,
 ) -> None:
-    """Recall@1, recall@5 and MRR of BM25, dense, hybrid and RRF, plus a weight sweep.
+    """Recall@1, recall@5, MRR and entries@5 of BM25, dense, hybrid and RRF, plus a weight
+    sweep: for all queries, per language and per query kind.
 
-    QUERIES is a JSONL file of {"query", "expected", "kind"}; default: the bundled set.
+    QUERIES is a JSONL file of {"query", "expected", "kind", "language"}; default: the
+    bundled set (or, with --unseen, the bundled unseen lay queries).
     """
     from kb_builder.evaluation import (
         default_queries_path,
         evaluate,
-        format_table,
+        format_report,
         load_queries,
         scores_json,
+        unseen_queries_path,
     )
-    from kb_builder.retriever import HybridRetriever, RetrievalParams
+    from kb_builder.retriever import HybridRetriever
 
+    if queries is not None and unseen:
+        raise click.UsageError("give QUERIES or --unseen, not both")
     params = RetrievalParams(
-        semantic_weight=semantic_weight, min_cosine=min_cosine, candidates=candidates
+        semantic_weight=semantic_weight,
+        min_cosine=min_cosine,
+        candidates=candidates,
+        max_per_entry=max_per_entry,
+        glossary=not no_glossary,
     )
     retriever = HybridRetriever(index_dir, params=params)
-    loaded = load_queries(queries or default_queries_path())
-    scores = evaluate(retriever, loaded)
+    path = queries or (unseen_queries_path() if unseen else default_queries_path())
+    loaded = load_queries(path)
+    report = evaluate(retriever, loaded)
     if as_json:
-        click.echo(scores_json(scores))
+        click.echo(scores_json(report))
     else:
+        info = retriever.manifest.embedding
         click.echo(
-            f"{len(loaded)} queries, index {index_dir} "
-            f"({retriever.manifest.embedding.model_id}), min cosine {min_cosine}"
+            f"{len(loaded)} queries ({path.name}), index {index_dir} ({info.model_id}, dense "
+            f"side for {', '.join(language.value for language in info.languages)}), "
+            f"min cosine {min_cosine}, max {max_per_entry} per entry"
         )
-        click.echo(format_table(scores))
+        click.echo(format_report(report))
 
 
 @kb.command("convert-embedder")

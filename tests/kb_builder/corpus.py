@@ -80,3 +80,38 @@ def make_corpus(root: Path) -> Path:
     (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj garbage without end")
     (root / "empty.md").write_text("   \n\n")
     return root
+
+
+# An entry written in Bahasa Indonesia (affixed forms), beside two English ones.
+KURAP_ID_MD = """\
+# Kurap
+
+## Gambaran
+Bercak kemerahan bersisik berbentuk cincin yang terasa gatal, pinggirnya meninggi dan
+bagian tengahnya tampak lebih bersih. Sering tumbuh di badan dan lipatan paha.
+
+## Pengobatan
+Oleskan krim antijamur dua kali sehari selama dua minggu.
+"""
+
+WART_EN_MD = """\
+# Viral wart
+
+## Morphology
+Rough raised papule on the fingers or sole, with black dots; it interrupts the skin lines.
+"""
+
+BURN_EN_MD = """\
+# Minor burn
+
+## Management
+Cool the burn under running water for twenty minutes; cover it with a clean dressing.
+"""
+
+
+def make_bilingual_corpus(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "kurap.md").write_text(KURAP_ID_MD)
+    (root / "viral-wart.md").write_text(WART_EN_MD)
+    (root / "minor-burn.md").write_text(BURN_EN_MD)
+    return root
