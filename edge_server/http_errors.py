@@ -11,6 +11,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from edge_server import keys
 from edge_server.pairing import ExpiredPairingCode, InvalidPairingCode, PairingRateLimited
 from skinspector.core.errors import (
     ImageDecodeError,
@@ -19,7 +20,12 @@ from skinspector.core.errors import (
     SkinspectorError,
     UnsupportedImageError,
 )
-from skinspector.core.http_api import ApiError, http_exception_json
+from skinspector.core.http_api import (
+    ApiError,
+    guard_body,
+    http_exception_json,
+    last_resort_response,
+)
 
 __all__ = [
     "ApiError",
@@ -41,7 +47,8 @@ async def json_body(request: web.Request, model: type[M]) -> M:
         raise ApiError(415, "unsupported_media_type", "send application/json")
     try:
         raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        # RecursionError: deeply nested arrays; ValueError: a 5000-digit integer
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from exc
     return model.model_validate(raw)  # ValidationError -> 422 by error_middleware
 
@@ -106,8 +113,12 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Project errors -> JSON 4xx; a stalled body -> 408; anything unexpected -> a JSON 500
+    that logs the exception type only (or, when a response is already under way, a closed
+    connection instead of a second response)."""
+    limits = request.app[keys.SETTINGS].server.http
     try:
-        return await handler(request)
+        return await guard_body(request, handler, limits)
     except ApiError as exc:
         return exc.response()
     except web.HTTPException as exc:
@@ -118,8 +129,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         translated = _translate(exc)
         if translated is not None:
             return translated.response()
-        log.error("request failed: %s", type(exc).__name__)
-        return web.json_response(
-            {"error": {"code": "server_error", "message": "the server could not do this"}},
-            status=500,
-        )
+        return last_resort_response(request, exc)
+    except RecursionError:  # deeply nested input that got past the body parsers
+        return ApiError(400, "bad_request", "the request is too deeply nested").response()
+    except Exception as exc:
+        return last_resort_response(request, exc)

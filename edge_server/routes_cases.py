@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from edge_server.auth import current_device
 from edge_server.http_errors import ApiError
@@ -22,7 +23,7 @@ from edge_server.keys import (
 )
 from edge_server.store import CaseRecord, CaseStatus, NewPhoto
 from skinspector.core.case_schema import ClinicalContext
-from skinspector.core.imaging import prepare_image
+from skinspector.core.imaging import DecodePool
 from skinspector.core.settings import ImageSettings
 
 __all__ = ["routes"]
@@ -43,7 +44,7 @@ async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
     return bytes(data)
 
 
-def _clean_photo(data: bytes, settings: ImageSettings) -> NewPhoto:
+async def _clean_photo(decoder: DecodePool, data: bytes, settings: ImageSettings) -> NewPhoto:
     limits = _STORED.model_copy(
         update={
             "max_input_bytes": settings.max_input_bytes,
@@ -51,7 +52,7 @@ def _clean_photo(data: bytes, settings: ImageSettings) -> NewPhoto:
             "max_aspect_ratio": settings.max_aspect_ratio,
         }
     )
-    prepared = prepare_image(data, limits)
+    prepared = await decoder.prepare(data, limits)
     return NewPhoto(
         prepared.jpeg, hashlib.sha256(prepared.jpeg).hexdigest(), prepared.width, prepared.height
     )
@@ -103,7 +104,8 @@ async def _parse_upload(request: web.Request) -> tuple[ClinicalContext, list[byt
                 raise ApiError(
                     400, "unexpected_part", "only 'metadata' and 'photo' parts are accepted"
                 )
-    except (ValueError, asyncio.IncompleteReadError) as exc:
+    except (ValueError, asyncio.IncompleteReadError, HttpProcessingError) as exc:
+        # HttpProcessingError: a part header line too long, too many part headers
         raise ApiError(400, "malformed_multipart", "the multipart body is malformed") from exc
     if metadata is None:
         raise ApiError(400, "missing_metadata", "a 'metadata' part (JSON) is required")
@@ -111,7 +113,7 @@ async def _parse_upload(request: web.Request) -> tuple[ClinicalContext, list[byt
         raise ApiError(400, "missing_photo", "at least one 'photo' part is required")
     try:
         raw = json.loads(metadata)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, deep nesting, 5000-digit ints
         raise ApiError(400, "malformed_metadata", "the 'metadata' part is not valid JSON") from exc
     if not isinstance(raw, dict):
         raise ApiError(400, "malformed_metadata", "the 'metadata' part must be a JSON object")
@@ -144,8 +146,11 @@ async def create_case(request: web.Request) -> web.Response:
     try:
         context, photos = await _parse_upload(request)
         image_settings = app[SETTINGS].image
-        cleaned = await asyncio.to_thread(
-            lambda: [_clean_photo(photo, image_settings) for photo in photos]
+        decoder = app[STORE].decoder  # its own threads: the default pool stays free
+        cleaned = list(
+            await asyncio.gather(
+                *(_clean_photo(decoder, photo, image_settings) for photo in photos)
+            )
         )
         case = await asyncio.to_thread(app[STORE].create_case, context, cleaned, device.id, key)
     except BaseException:
@@ -175,9 +180,18 @@ def _get_case(request: web.Request) -> CaseRecord:
     if len(case_id) != 32 or not all(c in "0123456789abcdef" for c in case_id):
         raise ApiError(404, "not_found", "no such case")
     case = request.app[STORE].get(case_id)
-    if case is None:
-        raise ApiError(404, "not_found", "no such case")
+    if case is None or not _visible(request, case):
+        raise ApiError(404, "not_found", "no such case")  # another phone's: not even a 403
     return case
+
+
+def _own_cases_only(request: web.Request) -> bool:
+    return request.app[SETTINGS].server.case_visibility == "device"
+
+
+def _visible(request: web.Request, case: CaseRecord) -> bool:
+    """Whether the calling phone may see ``case`` (``server.case_visibility``)."""
+    return not _own_cases_only(request) or case.device_id == current_device(request).id
 
 
 @routes.get("/api/v1/cases")
@@ -190,7 +204,8 @@ async def list_cases(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_query", "limit and before must be integers") from exc
     if not 1 <= limit <= 100:
         raise ApiError(400, "bad_query", "limit must be between 1 and 100")
-    cases = await asyncio.to_thread(request.app[STORE].list_cases, limit, before_seq)
+    device = current_device(request).id if _own_cases_only(request) else None
+    cases = await asyncio.to_thread(request.app[STORE].list_cases, limit, before_seq, device)
     body: dict[str, Any] = {"cases": [await _public(request, c) for c in cases]}
     if len(cases) == limit:
         body["next"] = f"/api/v1/cases?limit={limit}&before={cases[-1].seq}"

@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_server.auth import current_device, is_loopback, require_loopback
+from edge_server.auth import PHONE_APP_CSP, current_device, is_loopback, require_loopback
 from edge_server.bundle import DEMO_WARNING
 from edge_server.http_errors import json_body
 from edge_server.keys import ADMISSION, BUNDLE, DEVICES, METRICS, RUNTIME, SETTINGS
@@ -58,7 +58,11 @@ async def readyz(request: web.Request) -> web.Response:
     if runtime.error is not None:
         return web.json_response({"status": "failed", "error": runtime.error}, status=503)
     if not runtime.ready.is_set():
-        return web.json_response({"status": "loading"}, status=503, headers={"Retry-After": "5"})
+        return web.json_response(
+            {"status": "loading", "stage": runtime.stage},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     return web.json_response({"status": "ready", "queue": request.app[ADMISSION].in_flight})
 
 
@@ -78,6 +82,8 @@ async def info(request: web.Request) -> web.Response:
         "model_id": bundle.manifest.model_id,
         "demo": bundle.demo,
         "device": current_device(request).name,
+        "ready": request.app[RUNTIME].ready.is_set(),
+        "stage": request.app[RUNTIME].stage,
         **bundle.info(),
     }
     if bundle.demo:
@@ -122,11 +128,7 @@ async def phone_app(request: web.Request) -> web.FileResponse:
     """The phone web app (``clients/phone``); its assets are served under ``/app/``."""
     return web.FileResponse(
         PHONE_APP / "index.html",
-        headers={
-            "Cache-Control": "no-cache",
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
-            "style-src 'self'; connect-src 'self'",
-        },
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": PHONE_APP_CSP},
     )
 
 
@@ -142,7 +144,7 @@ def _page(request: web.Request, title: str, body: str) -> web.Response:
         headers={
             "Cache-Control": "no-store",
             "Content-Security-Policy": "default-src 'self'; "
-            "style-src 'unsafe-inline'; img-src 'self' data:",
+            "style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
         },
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConf
 from edge_server.mdns.settings import MdnsSettings
 from edge_server.pairing import PairingSettings
 from edge_server.safety.quality import QualitySettings
+from skinspector.core.http_api import HttpLimits
 from skinspector.core.settings import Settings
 from sync_agent.settings import SyncSettings
 from updates.settings import UpdateSettings
@@ -53,6 +54,22 @@ class ServerSettings(BaseModel):
     tls_key: Path | None = Field(None, description="PEM private key.")
     public_base_url: str | None = Field(
         None, description="URL phones use to reach the box (default: from the LAN address)."
+    )
+    case_visibility: Literal["clinic", "device"] = Field(
+        "clinic",
+        description="Which cases a paired phone may list and read: 'clinic' = every case "
+        "of the box (shared clinic phones; the default), 'device' = only the cases that "
+        "phone created. Photos are always per device.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra host names the box answers to (besides IP addresses, localhost, "
+        "its host and mDNS names and public_base_url's host); any other Host header gets "
+        "400 (DNS-rebinding guard).",
+    )
+    http: HttpLimits = Field(
+        default_factory=HttpLimits,
+        description="Socket timeouts and connection caps (slow clients, socket floods).",
     )
     mdns: MdnsSettings = Field(default_factory=MdnsSettings)
     pairing: PairingSettings = Field(default_factory=PairingSettings)

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from skinspector.core.case_schema import ClinicalContext
+from skinspector.core.imaging import DecodePool
 from skinspector.core.storage import (
     connect_sqlite,
     fsync_dir,
     immediate_transaction,
+    make_private_dir,
     write_atomic,
 )
 
@@ -136,10 +138,12 @@ class _Duplicate(Exception):
 class CaseStore:
     """Thread-safe: one connection behind a lock; call it from worker threads."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, decoder: DecodePool | None = None) -> None:
         self.data_dir = data_dir
+        #: Decodes uploaded photos on threads of its own, within a memory budget.
+        self.decoder = decoder or DecodePool()
         self.photo_root = data_dir / "photos"
-        self.photo_root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.photo_root)  # the data folder too, when it is new
         os.chmod(data_dir, 0o700)
         self.db_path = data_dir / "cases.sqlite3"
         self._lock = threading.Lock()
@@ -153,6 +157,7 @@ class CaseStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self.decoder.close()
 
     # ------------------------------------------------------------------ writes
 
@@ -305,13 +310,23 @@ class CaseStore:
                 return None
             return self._record(row, self._photos([case_id])[case_id])
 
-    def list_cases(self, limit: int = 20, before_seq: int | None = None) -> list[CaseRecord]:
-        """Newest first; page with ``before_seq`` = the last ``seq`` of the previous page."""
+    def list_cases(
+        self, limit: int = 20, before_seq: int | None = None, device_id: str | None = None
+    ) -> list[CaseRecord]:
+        """Newest first; page with ``before_seq`` = the last ``seq`` of the previous page.
+        With ``device_id``: only the cases that device created."""
+        before = before_seq if before_seq is not None else 2**62
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM cases WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-                (before_seq if before_seq is not None else 2**62, limit),
-            ).fetchall()
+            if device_id is None:
+                rows = self._db.execute(
+                    "SELECT * FROM cases WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                    (before, limit),
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM cases WHERE seq < ? AND device_id = ? ORDER BY seq DESC LIMIT ?",
+                    (before, device_id, limit),
+                ).fetchall()
             photos = self._photos([r["id"] for r in rows])
             return [self._record(r, photos[r["id"]]) for r in rows]
 

@@ -25,14 +25,17 @@ from review_hub.payloads import (
     InvalidCasePayload,
     parse_case_payload,
 )
-from review_hub.state import HUB_KEYS, SETTINGS, STORE
+from review_hub.state import HUB_KEYS, SETTINGS, STORE, UPLOADS
 from review_hub.store import ClinicRecord, EnvelopeIdReused, IngestResult
+from review_hub.upload import spool_body, too_large
 from skinspector.core.http_api import ApiError
 from sync_agent.envelope import (
+    SENDER_PREFIX_LEN,
     OpenedEnvelope,
     envelope_digest,
     open_envelope,
     peek_header,
+    peek_sender,
 )
 from sync_agent.errors import (
     BadSignature,
@@ -54,13 +57,14 @@ from sync_agent.signing import (
     verify_request,
 )
 
-__all__ = ["ApiError", "envelope_error", "read_capped", "routes"]
+__all__ = ["ApiError", "envelope_error", "routes"]
 
 log = logging.getLogger("skinspector.hub")
 routes = web.RouteTableDef()
 
-_CHUNK = 256 * 1024
 _MAX_CURSOR = 2**62
+_HOUR = 3600.0
+_DAY = 86_400.0
 
 
 def envelope_error(exc: EnvelopeError) -> ApiError:
@@ -80,26 +84,6 @@ def envelope_error(exc: EnvelopeError) -> ApiError:
     if isinstance(exc, DecryptionFailed):
         return ApiError(400, "decryption_failed", "the envelope does not decrypt")
     return ApiError(400, "invalid_envelope", "the envelope was refused")
-
-
-async def read_capped(request: web.Request, cap: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``cap`` bytes.
-
-    A declared ``Content-Length`` over the cap is refused before reading anything; a
-    chunked body is refused as soon as the bytes read pass the cap (the rest is never
-    buffered).
-    """
-    too_large = ApiError(
-        413, "envelope_too_large", f"the envelope is larger than the hub's {cap}-byte cap"
-    )
-    if request.content_length is not None and request.content_length > cap:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        body += chunk
-        if len(body) > cap:
-            raise too_large
-    return bytes(body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,21 +126,92 @@ async def _sender(request: web.Request, party_id: str) -> ClinicRecord:
     return clinic
 
 
+async def _upload_sender(request: web.Request, prefix: bytes) -> ClinicRecord:
+    """The sending clinic, from headers and the envelope's first bytes, before the body."""
+    try:
+        claimed = peek_sender(prefix)
+    except EnvelopeError as exc:
+        raise envelope_error(exc) from None
+    if CLINIC_ID_HEADER in request.headers:
+        clinic = await _authenticated_clinic(request)
+        if clinic.party_id != claimed:
+            raise ApiError(403, "sender_mismatch", "the envelope names another sender")
+        return clinic
+    if request.app[SETTINGS].require_signed_uploads:
+        raise ApiError(401, "unsigned_request", "sign the upload (X-Clinic-Id, X-Signature)")
+    return await _sender(request, claimed)
+
+
 @routes.post("/api/v1/envelopes")
 async def post_envelope(request: web.Request) -> web.Response:
-    """Accept one sealed case; answer its ack (the envelope's SHA-256), idempotently."""
-    settings, store = request.app[SETTINGS], request.app[STORE]
+    """Accept one sealed case; answer its ack (the envelope's SHA-256), idempotently.
+
+    The sender is checked before the body is read, and the body is streamed to disk under
+    the cap (see :mod:`review_hub.upload`)."""
+    settings = request.app[SETTINGS]
     if request.content_type != "application/octet-stream":
         raise ApiError(
             415, "unsupported_media_type", "send the envelope as application/octet-stream"
         )
     cap = settings.max_envelope_bytes
-    data = await read_capped(request, cap)
+    if request.content_length is not None and request.content_length > cap:
+        raise too_large(cap)
+    with request.app[UPLOADS].slot():
+        try:
+            prefix = await request.content.readexactly(SENDER_PREFIX_LEN)
+        except asyncio.IncompleteReadError as exc:
+            prefix = exc.partial
+        clinic = await _upload_sender(request, prefix)
+        await _check_quota(request, clinic)
+        path = await spool_body(request, prefix, cap, settings.incoming_dir)
+        size = await asyncio.to_thread(lambda: path.stat().st_size)
+        await asyncio.to_thread(
+            request.app[STORE].record_upload,
+            clinic.party_id,
+            size,
+            forget_before=time.time() - _DAY,
+        )
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        return await _ingest(request, clinic, data)
+
+
+async def _check_quota(request: web.Request, clinic: ClinicRecord) -> None:
+    """429 when the clinic is over its hourly envelope or daily byte quota (declared
+    ``Content-Length`` included), before its body is read."""
+    settings, now = request.app[SETTINGS], time.time()
+    cases, uploaded = await asyncio.to_thread(
+        request.app[STORE].clinic_usage,
+        clinic.party_id,
+        hour_from=now - _HOUR,
+        day_from=now - _DAY,
+    )
+    if cases >= settings.max_cases_per_clinic_per_hour:
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            "this clinic has sent its hourly number of new cases; retry later",
+            headers={"Retry-After": str(int(_HOUR / 4))},
+        )
+    if uploaded + (request.content_length or 0) > settings.max_bytes_per_clinic_per_day:
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            "this clinic has uploaded its daily number of bytes; retry later",
+            headers={"Retry-After": str(int(_HOUR))},
+        )
+
+
+async def _ingest(request: web.Request, clinic: ClinicRecord, data: bytes) -> web.Response:
+    store, cap = request.app[STORE], request.app[SETTINGS].max_envelope_bytes
     try:
         header = peek_header(data, max_bytes=cap)
     except EnvelopeError as exc:
         raise envelope_error(exc) from None
-    clinic = await _sender(request, header.sender_id)
+    if header.sender_id != clinic.party_id:  # pragma: no cover - prefix checked above
+        raise ApiError(403, "sender_mismatch", "the envelope names another sender")
     digest = await asyncio.to_thread(envelope_digest, data)
     earlier = await asyncio.to_thread(store.receipt, digest)
     if earlier is not None:  # the very same bytes were verified and stored before
@@ -180,7 +235,7 @@ async def post_envelope(request: web.Request) -> web.Response:
 
 def _cursor(request: web.Request) -> int:
     raw = request.query.get("after", "0")
-    if not raw.isdigit() or len(raw) > 19 or int(raw) > _MAX_CURSOR:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > _MAX_CURSOR:
         raise ApiError(400, "bad_cursor", "after must be a non-negative integer cursor")
     return int(raw)
 

@@ -18,9 +18,16 @@ from aiohttp import web
 from review_hub import api, ui, updates_repo
 from review_hub.passwords import dummy_hash
 from review_hub.settings import HubSettings
-from review_hub.state import DUMMY_HASH, HUB_KEYS, SETTINGS, STORE
+from review_hub.state import DUMMY_HASH, HUB_KEYS, SETTINGS, STORE, UPLOADS
 from review_hub.store import HubStore, load_or_create_hub_keys
-from skinspector.core.http_api import ApiError, http_exception_json
+from review_hub.upload import UploadGate
+from skinspector.core.http_api import (
+    ApiError,
+    guard_body,
+    http_exception_json,
+    last_resort_response,
+    response_started,
+)
 
 __all__ = ["create_hub_app"]
 
@@ -36,19 +43,19 @@ def _is_api(path: str) -> bool:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """JSON errors for the API, HTML pages for the UI; never a traceback to the client."""
     try:
-        return await handler(request)
+        return await guard_body(request, handler, request.app[SETTINGS].http)
     except ApiError as exc:
         return exc.response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         if _is_api(request.path):
-            return http_exception_json(exc, ("allow",))
+            return http_exception_json(exc, ("allow", "retry-after"))
         return ui.error_page(request, exc.status, exc.reason, "The request could not be served.")
-    except Exception:
-        log.exception("request failed")
-        if _is_api(request.path):
-            return ApiError(500, "server_error", "the hub could not do this").response()
+    except Exception as exc:
+        if _is_api(request.path) or response_started(request):
+            return last_resort_response(request, exc)
+        log.error("request failed: %s", type(exc).__name__)
         return ui.error_page(request, 500, "Error", "The hub could not do this.")
 
 
@@ -82,6 +89,7 @@ def create_hub_app(settings: HubSettings) -> web.Application:
         client_max_size=settings.max_form_bytes,
     )
     app[SETTINGS] = settings
+    app[UPLOADS] = UploadGate(settings.max_concurrent_uploads, settings.upload_retry_after_seconds)
     ui.setup_templates(app)
     app.cleanup_ctx.append(_resources)
     app.on_response_prepare.append(_security_headers)

@@ -39,7 +39,11 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     """Create the app and listen on ``settings.host:settings.port`` (port 0: any free)."""
     app = create_hub_app(settings)
     runner, port, url = await listen(
-        app, settings.host, settings.port, tls_context(settings.tls_cert, settings.tls_key)
+        app,
+        settings.host,
+        settings.port,
+        tls_context(settings.tls_cert, settings.tls_key),
+        settings.http,
     )
     log.info("review hub listening on %s", url)
     return RunningHub(app, runner, port, url)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from skinspector.core.http_api import HttpLimits
+
 __all__ = ["DEFAULT_HUB_DATA_DIR", "HubSettings"]
 
 #: Where the hub keeps its database and keys unless told otherwise.
@@ -44,6 +46,33 @@ class HubSettings(BaseModel):
     max_form_bytes: int = Field(
         256 * 1024, ge=1024, description="Largest reviewer form post (login, review)."
     )
+    max_concurrent_uploads: int = Field(
+        4, ge=1, le=1000, description="Envelope uploads received at once (503 beyond)."
+    )
+    upload_retry_after_seconds: int = Field(
+        30, ge=1, description="Retry-After sent with 503 when uploads are at the cap."
+    )
+    max_cases_per_clinic_per_hour: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="New cases one clinic may deliver per hour (429 + Retry-After beyond; "
+        "a clinic back online after weeks sends its backlog at this pace).",
+    )
+    max_bytes_per_clinic_per_day: int = Field(
+        2 * 1024 * 1024 * 1024,
+        ge=1024,
+        description="Bytes one clinic may upload per day (429 + Retry-After beyond).",
+    )
+    require_signed_uploads: bool = Field(
+        False,
+        description="Refuse envelope uploads without signed request headers (X-Clinic-Id, "
+        "X-Timestamp, X-Signature); agents of this version always sign.",
+    )
+    http: HttpLimits = Field(
+        default_factory=HttpLimits,
+        description="Socket timeouts and connection caps (slow clients, socket floods).",
+    )
     clock_skew_seconds: float = Field(
         30 * _DAY, gt=0, description="Accepted distance of a signed request's timestamp."
     )
@@ -63,6 +92,15 @@ class HubSettings(BaseModel):
     )
     max_login_failures_per_user: int = Field(
         5, ge=1, le=1000, description="Failed logins per username per window before 429."
+    )
+    trusted_proxy_header: str | None = Field(
+        None,
+        description="Behind a reverse proxy: the header it sets with the client address "
+        "(e.g. X-Forwarded-For; its last entry is used). Read only from trusted_proxies.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Peer addresses of the reverse proxies whose header is believed.",
     )
     max_login_failures_per_ip: int = Field(
         20, ge=1, le=10_000, description="Failed logins per client address per window."
@@ -93,6 +131,11 @@ class HubSettings(BaseModel):
     def updates_repo(self) -> Path:
         """Where the update repository served under /updates/ lives."""
         return self.updates_dir or self.data_dir / "updates"
+
+    @property
+    def incoming_dir(self) -> Path:
+        """Where envelope uploads are spooled while they arrive (0700, files 0600)."""
+        return self.data_dir / "incoming"
 
     @property
     def keys_file(self) -> Path:

@@ -50,7 +50,18 @@ class SyncReport:
     failed: int = 0
     deferred: int = 0
     reviews: int = 0
+    reviews_set_aside: int = 0
     error: str | None = None
+
+
+def _review_cursor(item: object, after: int) -> int | None:
+    """The item's cursor when it is an integer past ``after`` (else None)."""
+    if not isinstance(item, dict):
+        return None
+    cursor = item.get("cursor")
+    if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor <= after:
+        return None
+    return cursor
 
 
 class SyncAgent:
@@ -133,11 +144,10 @@ class SyncAgent:
             self._rng,
         )
         try:
-            async with session.post(
-                f"{self.base_url}/api/v1/envelopes",
-                data=data,
-                headers={"Content-Type": "application/octet-stream"},
-            ) as r:
+            path = "/api/v1/envelopes"
+            headers = sign_request(self.keys, "POST", path, self._clock())
+            headers["Content-Type"] = "application/octet-stream"
+            async with session.post(self.base_url + path, data=data, headers=headers) as r:
                 body = await r.json(content_type=None) if r.content_length != 0 else {}
                 status = r.status
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
@@ -173,19 +183,40 @@ class SyncAgent:
                         status=response.status,
                         message="review fetch refused",
                     )
-                body = await response.json()
-            reviews = body.get("reviews", [])
+                try:
+                    body = await response.json()
+                except ValueError as exc:
+                    raise aiohttp.ClientPayloadError("the hub's review page is not JSON") from exc
+            reviews = body.get("reviews", []) if isinstance(body, dict) else None
+            if not isinstance(reviews, list):
+                raise aiohttp.ClientPayloadError("the hub's review page is malformed")
             for item in reviews:
-                await asyncio.to_thread(self._accept_review, item)
-                report.reviews += 1
-                await asyncio.to_thread(self.outbox.set_meta, REVIEW_CURSOR, str(item["cursor"]))
+                position = _review_cursor(item, int(cursor))
+                if position is None:
+                    raise aiohttp.ClientPayloadError("a review without a usable cursor")
+                problem = await asyncio.to_thread(self._accept_review, item)
+                if problem is None:
+                    report.reviews += 1
+                    await asyncio.to_thread(self.outbox.set_meta, REVIEW_CURSOR, str(position))
+                else:
+                    log.error("set aside a review from the hub: %s", problem)
+                    report.reviews_set_aside += 1
+                    await asyncio.to_thread(
+                        self.outbox.set_aside_review, position, problem, REVIEW_CURSOR
+                    )
             if not reviews:
                 return
 
-    def _accept_review(self, item: dict[str, Any]) -> None:
+    def _accept_review(self, item: dict[str, Any]) -> str | None:
+        """Open, check and hand over one review. Returns None when accepted, else what is
+        wrong with it (the review is then set aside, never retried forever)."""
         import base64
+        import binascii
 
-        data = base64.b64decode(item["envelope_b64"])
+        try:
+            data = base64.b64decode(str(item["envelope_b64"]), validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            return "no readable envelope"
         try:
             opened = open_envelope(
                 data,
@@ -193,12 +224,22 @@ class SyncAgent:
                 sender_lookup=lambda sender: self.hub if sender == self.hub.party_id else None,
             )
         except EnvelopeError as exc:
-            log.error("refused a review envelope: %s", type(exc).__name__)
-            return
-        review = json.loads(opened.payload)
-        case_id = str(review["case_id"])
-        self._on_review(case_id, review)
+            return f"envelope refused: {type(exc).__name__}"
+        if opened.kind != "review":
+            return f"envelope of kind {opened.kind!r}, not 'review'"
+        try:
+            review = json.loads(opened.payload)
+        except (ValueError, RecursionError):
+            return "payload is not JSON"
+        if not isinstance(review, dict) or not isinstance(review.get("case_id"), str):
+            return "payload has no case_id"
+        case_id = review["case_id"]
+        try:
+            self._on_review(case_id, review)
+        except (KeyError, TypeError, ValueError) as exc:  # the review's content is unusable
+            return f"review not accepted: {type(exc).__name__}"
         self.outbox.mark_reviewed(case_id)
+        return None
 
     async def sync_once(self) -> SyncReport:
         report = SyncReport()

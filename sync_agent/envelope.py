@@ -89,6 +89,7 @@ __all__ = [
     "HPKE_OVERHEAD",
     "MAGIC",
     "MAX_ENVELOPE_ID_LEN",
+    "SENDER_PREFIX_LEN",
     "SIGNATURE_LEN",
     "SUITE_ID",
     "EnvelopeHeader",
@@ -97,6 +98,7 @@ __all__ = [
     "envelope_digest",
     "open_envelope",
     "peek_header",
+    "peek_sender",
     "seal",
 ]
 
@@ -276,6 +278,26 @@ def peek_header(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EnvelopeH
     :func:`open_envelope` succeeds: never act on it beyond choosing where to look.
     """
     return _parse(data, max_bytes).header
+
+
+#: Bytes of an envelope that name its sender (magic, version, kind, suite, id length,
+#: sender): what a receiver reads before it accepts the rest of an upload.
+SENDER_PREFIX_LEN: Final = 24
+
+
+def peek_sender(prefix: bytes) -> str:
+    """The claimed sender party id of an envelope from its first :data:`SENDER_PREFIX_LEN`
+    bytes (magic and version checked; unverified, for refusing unknown senders early)."""
+    if len(prefix) < SENDER_PREFIX_LEN:
+        raise MalformedEnvelope("envelope is truncated (in the fixed header)")
+    if prefix[: len(MAGIC)] != MAGIC:
+        raise MalformedEnvelope("not an envelope (bad magic)")
+    if prefix[len(MAGIC)] != FORMAT_VERSION:
+        raise UnsupportedVersion(
+            f"envelope format version {prefix[len(MAGIC)]} is not supported "
+            f"(expected {FORMAT_VERSION})"
+        )
+    return prefix[8:SENDER_PREFIX_LEN].hex()
 
 
 def envelope_digest(data: bytes) -> str:

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from skinspector.core.storage import connect_sqlite, immediate_transaction, write_atomic
+from skinspector.core.storage import (
+    connect_sqlite,
+    immediate_transaction,
+    make_private_dir,
+    write_atomic,
+)
 
 __all__ = ["Outbox", "OutboxEntry", "OutboxState"]
 
@@ -36,6 +41,11 @@ CREATE TABLE IF NOT EXISTS sync_outbox (
 );
 CREATE INDEX IF NOT EXISTS sync_outbox_due ON sync_outbox(state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sync_reviews_set_aside (
+    cursor INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
 
 
@@ -66,7 +76,7 @@ class Outbox:
         self, db_path: Path, envelope_dir: Path, clock: Callable[[], float] = time.time
     ) -> None:
         self.envelope_dir = envelope_dir
-        envelope_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(envelope_dir)
         self._clock = clock
         self._lock = threading.Lock()
         self._db = connect_sqlite(db_path)
@@ -209,9 +219,34 @@ class Outbox:
             rows = self._db.execute(
                 "SELECT state, COUNT(*) FROM sync_outbox GROUP BY state"
             ).fetchall()
+            aside = self._db.execute("SELECT COUNT(*) FROM sync_reviews_set_aside").fetchone()
         counts = {state.value: 0 for state in OutboxState}
         counts.update({row[0]: row[1] for row in rows})
+        counts["reviews_set_aside"] = int(aside[0])
         return counts
+
+    def set_aside_review(self, cursor: int, reason: str, review_cursor_key: str) -> None:
+        """Record a review from the hub that cannot be used (``reason``: what was wrong,
+        never its content) and move the review cursor past it, in one transaction: one bad
+        review never stalls the reviews after it, and ``sync status`` counts it."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO sync_reviews_set_aside (cursor, reason, at) VALUES (?, ?, ?)",
+                (cursor, reason[:200], self._now()),
+            )
+            db.execute(
+                "INSERT INTO sync_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (review_cursor_key, str(cursor)),
+            )
+
+    def reviews_set_aside(self) -> list[tuple[int, str, float]]:
+        """(cursor, reason, when) of each review set aside, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT cursor, reason, at FROM sync_reviews_set_aside ORDER BY rowid"
+            ).fetchall()
+        return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     def get_meta(self, key: str) -> str | None:
         with self._lock:

@@ -207,14 +207,19 @@ class CaseStore(StoreBase):
             )
         return IngestResult(digest, envelope_id, case.case_id, key, created, applied)
 
-    def queue(self, limit: int = 500) -> list[QueueItem]:
-        """Unreviewed cases: most urgent AI action first, then oldest first."""
+    def queue(self, limit: int = 500, offset: int = 0) -> list[QueueItem]:
+        """Unreviewed cases, a page at a time: most urgent AI action first; within one
+        urgency the clinics take turns (each clinic's oldest case, then each clinic's
+        second oldest, ...), so a clinic sending hundreds of cases cannot push every other
+        clinic's cases off the first pages."""
         rows = self._read(
-            "SELECT c.key, c.clinic_id, k.name, c.case_id, c.received_at, c.urgency_rank, "
-            "c.payload FROM cases c JOIN clinics k ON k.party_id = c.clinic_id "
-            "WHERE c.reviewed_at IS NULL "
-            "ORDER BY c.urgency_rank DESC, c.received_at ASC, c.id ASC LIMIT ?",
-            (limit,),
+            "SELECT * FROM (SELECT c.id, c.key, c.clinic_id, k.name, c.case_id, "
+            "c.received_at, c.urgency_rank, c.payload, ROW_NUMBER() OVER ("
+            "PARTITION BY c.clinic_id, c.urgency_rank ORDER BY c.received_at, c.id) AS turn "
+            "FROM cases c JOIN clinics k ON k.party_id = c.clinic_id "
+            "WHERE c.reviewed_at IS NULL) "
+            "ORDER BY urgency_rank DESC, turn ASC, received_at ASC, id ASC LIMIT ? OFFSET ?",
+            (limit, offset),
         )
         return [
             QueueItem(

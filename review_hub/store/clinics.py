@@ -108,3 +108,30 @@ class ClinicStore(StoreBase):
     def list_clinics(self) -> list[ClinicRecord]:
         rows = self._read("SELECT * FROM clinics ORDER BY enrolled_at, party_id")
         return [_clinic_row(row) for row in rows]
+
+    # ------------------------------------------------------------------ quotas
+
+    def clinic_usage(self, party_id: str, *, hour_from: float, day_from: float) -> tuple[int, int]:
+        """(new cases received since ``hour_from``, bytes uploaded since ``day_from``)
+        from the clinic: what its quotas are measured against (re-sends and updates of a
+        known case do not count as new cases)."""
+        cases = self._read(
+            "SELECT COUNT(*) FROM cases WHERE clinic_id = ? AND received_at > ?",
+            (party_id, hour_from),
+        )
+        uploaded = self._read(
+            "SELECT COALESCE(SUM(bytes), 0) FROM upload_usage WHERE clinic_id = ? AND at > ?",
+            (party_id, day_from),
+        )
+        return int(cases[0][0]), int(uploaded[0][0])
+
+    def record_upload(self, party_id: str, size: int, *, forget_before: float) -> None:
+        """Count ``size`` uploaded bytes against the clinic (records older than
+        ``forget_before`` are dropped)."""
+        now = self._clock()
+        with self._write() as db:
+            db.execute("DELETE FROM upload_usage WHERE at <= ?", (forget_before,))
+            db.execute(
+                "INSERT INTO upload_usage (clinic_id, at, bytes) VALUES (?, ?, ?)",
+                (party_id, now, size),
+            )

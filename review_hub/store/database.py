@@ -68,6 +68,13 @@ CREATE TABLE IF NOT EXISTS receipts (
     applied     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS receipts_envelope ON receipts (envelope_id);
+CREATE INDEX IF NOT EXISTS receipts_clinic ON receipts (clinic_id, received_at);
+CREATE TABLE IF NOT EXISTS upload_usage (
+    clinic_id   TEXT NOT NULL,
+    at          REAL NOT NULL,
+    bytes       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upload_usage_clinic ON upload_usage (clinic_id, at);
 CREATE TABLE IF NOT EXISTS reviews (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     case_row      INTEGER NOT NULL UNIQUE REFERENCES cases(id),

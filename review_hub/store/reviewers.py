@@ -167,6 +167,37 @@ class ReviewerStore(StoreBase):
                 waits.append(max(1.0, oldest_counted + window - now))
         return max(waits) if waits else None
 
+    def reserve_login_attempt(
+        self, username: str, client: str, *, window: float, max_user: int, max_client: int
+    ) -> float | None:
+        """Atomically: refuse (seconds to wait) when ``username`` or ``client`` is at its
+        limit, else record this attempt as a failure *before* the password is checked and
+        return None. Concurrent attempts cannot all pass the check: each one that passes
+        is counted at once. A successful login clears the username's records."""
+        now = self._clock()
+        since = now - window
+        with self._write() as db:
+            db.execute("DELETE FROM login_failures WHERE at <= ?", (since,))
+            waits: list[float] = []
+            for column, value, limit in (
+                ("username", username, max_user),
+                ("client", client, max_client),
+            ):
+                rows = db.execute(
+                    f"SELECT at FROM login_failures WHERE {column} = ? AND at > ? "  # noqa: S608
+                    "ORDER BY at DESC LIMIT ?",
+                    (value, since, limit),
+                ).fetchall()
+                if len(rows) >= limit:
+                    waits.append(max(1.0, float(rows[-1]["at"]) + window - now))
+            if waits:
+                return max(waits)
+            db.execute(
+                "INSERT INTO login_failures (username, client, at) VALUES (?, ?, ?)",
+                (username, client, now),
+            )
+        return None
+
     def record_login_failure(self, username: str, client: str, *, window: float) -> None:
         now = self._clock()
         with self._write() as db:

@@ -24,7 +24,7 @@ from review_hub.store import InvalidUsername, normalise_username
 from review_hub.ui.pages import refusals, render_page
 from review_hub.ui.sessions import LOGIN_PATH, checked_form, cookie_name, cookie_path
 
-__all__ = ["login", "login_form", "logout", "routes"]
+__all__ = ["client_address", "login", "login_form", "logout", "routes"]
 
 log = logging.getLogger("skinspector.hub")
 routes = web.RouteTableDef()
@@ -45,6 +45,20 @@ def _login_page(
     return render_page(request, "login.html", context, status=status, headers=headers)
 
 
+def client_address(request: web.Request) -> str:
+    """The client's address for rate limits: the peer, or, when the peer is one of the
+    configured ``trusted_proxies``, the last address in ``trusted_proxy_header`` (the one
+    that proxy saw; earlier entries are the client's own claims)."""
+    settings = request.app[SETTINGS]
+    peer = request.remote or "unknown"
+    header = settings.trusted_proxy_header
+    if header is None or peer not in settings.trusted_proxies:
+        return peer
+    forwarded = [part.strip() for part in request.headers.get(header, "").split(",")]
+    forwarded = [part for part in forwarded if part]
+    return forwarded[-1][:64] if forwarded else peer
+
+
 @routes.get(LOGIN_PATH)
 async def login_form(request: web.Request) -> web.Response:
     """The sign-in page."""
@@ -60,13 +74,15 @@ async def login(request: web.Request) -> web.Response:
     password = form.get("password")
     if not isinstance(raw_username, str) or not isinstance(password, str):
         return _login_page(request, status=400, error="Enter your username and password.")
-    client = request.remote or "unknown"
+    client = client_address(request)
     try:
         username = normalise_username(raw_username)
     except InvalidUsername:
         username = "\x00invalid"  # counted like a real name: no hint which names exist
+    # Reserve the attempt (counted as a failure) before any hashing: concurrent wrong
+    # passwords cannot all pass the limit check together.
     retry_after = await asyncio.to_thread(
-        lambda: store.login_retry_after(
+        lambda: store.reserve_login_attempt(
             username,
             client,
             window=settings.login_window_seconds,
@@ -88,10 +104,7 @@ async def login(request: web.Request) -> web.Response:
     stored = reviewer.password_hash if reviewer is not None and usable else request.app[DUMMY_HASH]
     matches = await asyncio.to_thread(verify_password, password, stored)
     if not (matches and usable and reviewer is not None):
-        await asyncio.to_thread(
-            store.record_login_failure, username, client, window=settings.login_window_seconds
-        )
-        log.warning("failed review login")
+        log.warning("failed review login")  # already counted by the reservation
         return _login_page(
             request,
             status=401,

@@ -16,6 +16,8 @@ from review_hub.ui.pages import render_page
 __all__ = ["QueueRow", "queue_page", "review_root", "routes"]
 
 routes = web.RouteTableDef()
+#: Cases on one page of the queue.
+_PAGE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +57,18 @@ async def review_root(request: web.Request) -> web.Response:
 async def queue_page(request: web.Request) -> web.Response:
     """Unreviewed cases, most urgent AI action first, then oldest first.
 
-    ``?sent=1`` (where a review submission lands) adds a notice that it was saved.
+    ``?sent=1`` (where a review submission lands) adds a notice that it was saved;
+    ``?page=N`` (from 1) pages through a long queue, ``_PAGE`` cases a page.
     """
-    items = await asyncio.to_thread(request.app[STORE].queue)
+    raw = request.query.get("page", "1")
+    page = int(raw) if raw.isascii() and raw.isdigit() and 0 < len(raw) < 7 else 1
+    page = max(1, page)
+    items = await asyncio.to_thread(request.app[STORE].queue, _PAGE + 1, (page - 1) * _PAGE)
     context = {
-        "rows": [QueueRow.of(item) for item in items],
+        "rows": [QueueRow.of(item) for item in items[:_PAGE]],
         "sent": request.query.get("sent") == "1",
+        "page": page,
+        "next_page": f"/review/?page={page + 1}" if len(items) > _PAGE else None,
+        "previous_page": f"/review/?page={page - 1}" if page > 1 else None,
     }
     return render_page(request, "queue.html", context)

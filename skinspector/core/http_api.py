@@ -9,15 +9,33 @@ exceptions, via ``http_exception_json``) into the response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import ssl
-from collections.abc import Collection
+import time
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ApiError", "http_exception_json", "listen", "tls_context", "wait_for_stop_signal"]
+__all__ = [
+    "ApiError",
+    "BodyTimeout",
+    "HttpLimits",
+    "guard_body",
+    "http_exception_json",
+    "last_resort_response",
+    "listen",
+    "response_started",
+    "tls_context",
+    "wait_for_stop_signal",
+]
+
+log = logging.getLogger("skinspector.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(Exception):
@@ -53,6 +71,116 @@ def http_exception_json(exc: web.HTTPException, keep_headers: Collection[str]) -
     )
 
 
+class HttpLimits(BaseModel):
+    """Socket-level limits of a listening server (slow-loris and socket-exhaustion guards).
+
+    * ``header_timeout``: a connection must deliver a complete request head within this
+      many seconds of connecting or of its previous answer (a silent socket, or headers
+      trickled a byte at a time, is closed). aiohttp's keep-alive timer enforces it.
+    * ``body_idle_timeout``: a request body that makes no progress for this long while the
+      handler waits for it is cut off with 408 and the connection closed.
+    * ``body_timeout``: the whole body must arrive within this many seconds.
+    * ``max_connections`` / ``max_connections_per_client``: open sockets at most, in all and
+      from one client address; a connection over either cap is closed at once.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    header_timeout: float = Field(15.0, gt=0, le=600, description="Seconds for a request head.")
+    body_idle_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds a body may stall.")
+    body_timeout: float = Field(600.0, gt=0, le=86_400, description="Seconds for a whole body.")
+    max_connections: int = Field(256, ge=1, le=100_000, description="Open sockets at most.")
+    max_connections_per_client: int = Field(
+        32, ge=1, le=100_000, description="Open sockets from one client address at most."
+    )
+
+
+class BodyTimeout(Exception):
+    """The client stopped sending (or sent too slowly) a request body."""
+
+
+def _body_timeout_response() -> web.Response:
+    response = ApiError(408, "request_timeout", "the request body stalled").response()
+    response.force_close()
+    return response
+
+
+async def guard_body(
+    request: web.Request, handler: Handler, limits: HttpLimits
+) -> web.StreamResponse:
+    """Run ``handler`` with a watchdog on the request body: a body that stalls for
+    ``body_idle_timeout`` or is not complete after ``body_timeout`` fails the handler's
+    read with :class:`BodyTimeout` (answered 408, connection closed)."""
+    content = request.content
+    if not request.body_exists or content.is_eof():
+        return await handler(request)
+    tripped = False
+
+    async def watch() -> None:
+        nonlocal tripped
+        started = last_move = time.monotonic()
+        seen = content.total_bytes
+        tick = min(limits.body_idle_timeout, limits.body_timeout) / 4
+        while not content.is_eof():
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if content.total_bytes != seen:
+                seen, last_move = content.total_bytes, now
+            waiting = content.is_eof() is False and content._size == 0
+            if (waiting and now - last_move >= limits.body_idle_timeout) or (
+                now - started >= limits.body_timeout
+            ):
+                tripped = True
+                content.set_exception(BodyTimeout())
+                return
+
+    watchdog = asyncio.create_task(watch())
+    try:
+        return await handler(request)
+    except Exception:
+        if tripped:
+            return _body_timeout_response()
+        raise
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+
+
+def response_started(request: web.Request) -> bool:
+    """Whether a response to ``request`` already went (partly) to the client: a stream
+    that fails half-way must not get a second response written after it."""
+    writer = request.writer
+    return writer.output_size > 0 or bool(getattr(writer, "_headers_buf", b""))
+
+
+class _AlreadyAnswered(web.StreamResponse):
+    """Stands for a response that was under way when its handler failed: aiohttp's own
+    finishing does nothing with it (the connection is already closed)."""
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def last_resort_response(request: web.Request, exc: BaseException) -> web.StreamResponse:
+    """The answer to an unexpected exception: a JSON 500; the log names the exception type
+    only (its message may carry patient data). When a response is already under way, no
+    second one is written: the connection is closed instead."""
+    log.error("request failed: %s", type(exc).__name__)
+    if response_started(request):
+        if request.transport is not None:
+            request.transport.close()
+        answered = _AlreadyAnswered(status=500)
+        answered.force_close()
+        return answered
+    response = ApiError(500, "server_error", "the server could not do this").response()
+    response.force_close()
+    return response
+
+
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     """A server TLS context (TLS 1.2 or newer) when both PEM files are given, else None."""
     if cert is None or key is None:
@@ -63,14 +191,112 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     return context
 
 
+class _Caps:
+    """Open connections, in all and per client address."""
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self.limits = limits
+        self.total = 0
+        self.per_client: dict[str, int] = {}
+
+    def admit(self, client: str) -> bool:
+        if self.total >= self.limits.max_connections:
+            return False
+        if self.per_client.get(client, 0) >= self.limits.max_connections_per_client:
+            return False
+        self.total += 1
+        self.per_client[client] = self.per_client.get(client, 0) + 1
+        return True
+
+    def leave(self, client: str) -> None:
+        self.total -= 1
+        left = self.per_client.get(client, 1) - 1
+        if left <= 0:
+            self.per_client.pop(client, None)
+        else:
+            self.per_client[client] = left
+
+
+class _Capped(asyncio.Protocol):
+    """Counts a connection against the caps; over a cap it is closed before aiohttp sees
+    it. Otherwise every call goes to aiohttp's own protocol."""
+
+    def __init__(self, inner: asyncio.Protocol, caps: _Caps) -> None:
+        self._inner, self._caps = inner, caps
+        self._client: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not self._caps.admit(client):
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._client = client
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._client is None:
+            return
+        self._caps.leave(self._client)
+        self._client = None
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._client is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._client is not None else None
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class _CappedSite(web.TCPSite):
+    def __init__(self, runner: web.AppRunner, caps: _Caps, *args: Any, **kwargs: Any) -> None:
+        super().__init__(runner, *args, **kwargs)
+        self._caps = caps
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        caps = self._caps
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Capped(server(), caps),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+
+
 async def listen(
-    app: web.Application, host: str, port: int, tls: ssl.SSLContext | None
+    app: web.Application,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None,
+    limits: HttpLimits | None = None,
 ) -> tuple[web.AppRunner, int, str]:
-    """Start ``app`` on ``host:port`` (port 0: any free one). Returns the runner, the bound
-    port and a URL to reach it (127.0.0.1 when listening on every interface)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+    """Start ``app`` on ``host:port`` (port 0: any free one) under ``limits`` (default
+    :class:`HttpLimits`). Returns the runner, the bound port and a URL to reach it
+    (127.0.0.1 when listening on every interface)."""
+    limits = limits or HttpLimits()
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5,
+        keepalive_timeout=limits.header_timeout,
+        timeout_ceil_threshold=0.5,
+    )
     await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=tls).start()
+    await _CappedSite(runner, _Caps(limits), host, port, ssl_context=tls).start()
     bound = int(runner.addresses[0][1]) if runner.addresses else port
     reach = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
     return runner, bound, f"{'https' if tls else 'http'}://{reach}:{bound}"

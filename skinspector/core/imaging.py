@@ -7,10 +7,12 @@ pixel budget with both sides multiples of 28.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -18,12 +20,26 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from skinspector.core.errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
 from skinspector.core.settings import IMAGE_FACTOR, ImageSettings
 
-__all__ = ["ACCEPTED_FORMATS", "PreparedImage", "fit_to_pixel_budget", "prepare_image"]
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "LOSSLESS_MAX_PIXELS",
+    "DecodePool",
+    "PreparedImage",
+    "decode_cost",
+    "fit_to_pixel_budget",
+    "prepare_image",
+]
 
 #: Pillow format names we accept. MPO is the multi-picture JPEG many phones write.
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP"})
 _SRGB = ImageCms.createProfile("sRGB")
 _EXIF_ORIENTATION = 0x0112
+#: PNG and WebP decode at full size (no DCT-domain downscale as for JPEG), so a tiny file
+#: can cost seconds and hundreds of MB: they get a lower pixel cap than JPEG.
+LOSSLESS_MAX_PIXELS = 16_000_000
+#: Working memory of one decode per source pixel: the decoded image, its RGB/sRGB copy
+#: and the resampling buffers (measured ~9.4 bytes/pixel for a 64 MP PNG; rounded up).
+_BYTES_PER_PIXEL = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +95,20 @@ def _open(data: bytes, settings: ImageSettings) -> Image.Image:
         raise ImageTooLargeError("the image has too many pixels to decode safely") from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedImageError("the file is not a JPEG, PNG or WebP image") from exc
-    except OSError as exc:
-        raise ImageDecodeError(f"the image cannot be read: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        # ValueError: e.g. a PNG text chunk that inflates past Pillow's limit
+        raise ImageDecodeError("the image cannot be read") from exc
     if image.format not in ACCEPTED_FORMATS:
         raise UnsupportedImageError(
             f"{image.format} images are not accepted; send a JPEG, PNG or WebP photo"
         )
     width, height = image.size
-    if width * height > settings.max_input_pixels:
+    cap = settings.max_input_pixels
+    if image.format in ("PNG", "WEBP"):
+        cap = min(cap, LOSSLESS_MAX_PIXELS)
+    if width * height > cap:
         raise ImageTooLargeError(
-            f"the image is {width}x{height} pixels; the limit is {settings.max_input_pixels} pixels"
+            f"the image is {width}x{height} pixels; the limit for {image.format} is {cap} pixels"
         )
     if max(width, height) / max(1, min(width, height)) > settings.max_aspect_ratio:
         raise UnsupportedImageError(
@@ -132,7 +152,10 @@ def prepare_image(data: bytes, settings: ImageSettings | None = None) -> Prepare
     image = _open(data, settings)
     source_format = str(image.format)
     raw_width, raw_height = image.size
-    swapped = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    try:
+        swapped = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as exc:
+        raise ImageDecodeError("the image's metadata cannot be read") from exc
     source_width, source_height = (raw_height, raw_width) if swapped else (raw_width, raw_height)
     width, height = fit_to_pixel_budget(
         source_width, source_height, settings.min_pixels, settings.max_pixels
@@ -161,3 +184,59 @@ def prepare_image(data: bytes, settings: ImageSettings | None = None) -> Prepare
         source_height=source_height,
         source_format=source_format,
     )
+
+
+def decode_cost(data: bytes, settings: ImageSettings | None = None) -> int:
+    """Estimated peak memory (bytes) of :func:`prepare_image` on ``data``, from its header
+    only (no pixels decoded). Raises the same ``InputError`` s as ``prepare_image``'s checks."""
+    settings = settings or ImageSettings()
+    image = _open(data, settings)
+    width, height = image.size
+    pixels = width * height
+    if image.format in ("JPEG", "MPO"):
+        target = fit_to_pixel_budget(width, height, settings.min_pixels, settings.max_pixels)
+        scale = 1
+        while (
+            scale < 8
+            and (width // (scale * 2)) >= target[0]
+            and (height // (scale * 2)) >= target[1]
+        ):
+            scale *= 2  # draft() decodes at 1/scale
+        pixels = max(pixels // (scale * scale), target[0] * target[1])
+    return pixels * _BYTES_PER_PIXEL + len(data)
+
+
+class DecodePool:
+    """Photo decoding off the event loop, on a few threads of its own (never the default
+    pool other requests share), with a memory budget: a decode waits until its estimated
+    cost fits beside the decodes in flight; one bigger than the whole budget is refused
+    (:class:`ImageTooLargeError`, 413)."""
+
+    def __init__(self, workers: int = 2, budget_bytes: int = 512 * 1024 * 1024) -> None:
+        self.budget_bytes = budget_bytes
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        self._in_use = 0
+        self._changed: asyncio.Condition | None = None
+
+    async def prepare(self, data: bytes, settings: ImageSettings | None = None) -> PreparedImage:
+        """:func:`prepare_image` in the pool, within the memory budget."""
+        loop = asyncio.get_running_loop()
+        cost = await loop.run_in_executor(self._executor, decode_cost, data, settings)
+        if cost > self.budget_bytes:
+            raise ImageTooLargeError("the image would need too much memory to decode")
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        changed = self._changed
+        async with changed:
+            await changed.wait_for(lambda: self._in_use + cost <= self.budget_bytes)
+            self._in_use += cost
+        try:
+            return await loop.run_in_executor(self._executor, prepare_image, data, settings)
+        finally:
+            async with changed:
+                self._in_use -= cost
+                changed.notify_all()
+
+    def close(self) -> None:
+        """Stop the threads (decodes in flight finish first)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -22,20 +22,29 @@ from skinspector.core.case_schema import (
 
 __all__ = [
     "DISCLAIMERS",
+    "FINDINGS_PROMPT_VERSION",
     "FINDINGS_SYSTEM_PROMPT",
+    "PROMPTS",
     "PROMPT_VERSION",
     "SECTION_HEADINGS",
     "SYSTEM_PROMPT",
+    "PromptSpec",
     "Reference",
     "build_findings_messages",
     "build_messages",
     "cited_references",
+    "neutralise_special_tokens",
     "parse_assessment",
+    "prompt_messages",
+    "prompt_spec",
     "render_user_text",
 ]
 
-#: Bump when any text below changes: training records it, evaluation checks it.
+#: The version of the pass-2 assessment prompt (SYSTEM_PROMPT, the user turn, references).
+#: Bump when its text changes: training records it, evaluation checks it.
 PROMPT_VERSION = "2026-11-28.2"
+#: The version of the pass-1 findings prompt (FINDINGS_SYSTEM_PROMPT and its user turn).
+FINDINGS_PROMPT_VERSION = "2026-12-02.1"
 
 SECTION_HEADINGS: tuple[str, ...] = (
     "Visible findings",
@@ -105,21 +114,37 @@ class Reference:
 
 _LANGUAGE_NAMES = {Language.EN: "English", Language.ID: "Bahasa Indonesia"}
 
+#: Qwen's control tokens are written ``<|name|>`` (``<|im_start|>``, ``<|im_end|>``,
+#: ``<|endoftext|>``, ``<|vision_start|>``, ``<|image_pad|>`` ...), plus a few tag-like
+#: added tokens. Tokenizers (Hugging Face and llama.cpp alike) match them as literal strings
+#: anywhere in the text, so user text containing one becomes a real control token.
+_TAG_TOKENS = re.compile(r"<(/?)(tool_call|tool_response|think|tools)>", re.IGNORECASE)
+
+
+def neutralise_special_tokens(text: str) -> str:
+    """User-supplied text made safe to template: every ``<|`` / ``|>`` and every tag-like
+    added token gets full-width angle brackets (``＜|im_end|＞``), which read the same to
+    a person but never match a control token. Apply to every field a user typed (clinical
+    notes, symptoms, body site, the chat endpoint's text parts) before templating."""
+    text = text.replace("<|", "\uff1c|").replace("|>", "|\uff1e")
+    return _TAG_TOKENS.sub(lambda m: f"\uff1c{m.group(1)}{m.group(2)}\uff1e", text)
+
 
 def _context_lines(context: ClinicalContext) -> list[str]:
+    safe = neutralise_special_tokens
     lines = []
     if context.age_years is not None:
         lines.append(f"- Age: {context.age_years} years")
     if context.sex is not None:
         lines.append(f"- Sex: {context.sex.value}")
     if context.body_site:
-        lines.append(f"- Body site: {context.body_site}")
+        lines.append(f"- Body site: {safe(context.body_site)}")
     if context.duration:
-        lines.append(f"- Duration: {context.duration}")
+        lines.append(f"- Duration: {safe(context.duration)}")
     if context.symptoms:
-        lines.append(f"- Symptoms: {', '.join(context.symptoms)}")
+        lines.append(f"- Symptoms: {safe(', '.join(context.symptoms))}")
     if context.notes:
-        lines.append(f"- Notes from the health worker: {context.notes}")
+        lines.append(f"- Notes from the health worker: {safe(context.notes)}")
     return lines
 
 
@@ -135,7 +160,8 @@ def render_user_text(
     if references:
         notes = []
         for number, ref in enumerate(references, start=1):
-            notes.append(f"[{number}] {ref.title}\n{ref.text.strip()}")
+            title, body = neutralise_special_tokens(ref.title), ref.text.strip()
+            notes.append(f"[{number}] {title}\n{neutralise_special_tokens(body)}")
         parts.append("Reference notes (from the clinic knowledge base):\n" + "\n\n".join(notes))
     parts.append(f"Answer in {_LANGUAGE_NAMES[context.language]}.")
     return "\n\n".join(parts)
@@ -170,7 +196,7 @@ def build_findings_messages(
     """Pass 1: ask for the visible findings only (body site given when known)."""
     text = "Describe the visible findings."
     if context is not None and context.body_site:
-        text += f" Body site: {context.body_site}."
+        text += f" Body site: {neutralise_special_tokens(context.body_site)}."
     return [
         {"role": "system", "content": FINDINGS_SYSTEM_PROMPT},
         {"role": "user", "content": [*_image_parts(image_urls), {"type": "text", "text": text}]},
@@ -279,3 +305,56 @@ def parse_assessment(text: str, language: Language = Language.EN) -> Assessment:
         raw_text=text,
         complete=all(key in sections for key in ("findings", "conditions", "red_flags", "action")),
     )
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSpec:
+    """One prompt the server sends, by name, with its version. Training, evaluation and the
+    server's two passes all take prompts from :data:`PROMPTS`, so what a model is trained
+    and scored on is what the clinic box asks it."""
+
+    name: str
+    version: str
+    description: str
+
+
+PROMPTS: dict[str, PromptSpec] = {
+    "findings": PromptSpec(
+        "findings",
+        FINDINGS_PROMPT_VERSION,
+        "pass 1: describe the visible findings (what SkinCAP's captions are); the answer "
+        "becomes the retrieval query",
+    ),
+    "assessment": PromptSpec(
+        "assessment",
+        PROMPT_VERSION,
+        "pass 2: the five-section assessment grounded in retrieved references",
+    ),
+}
+
+
+def prompt_spec(name: str) -> PromptSpec:
+    """The registered prompt ``name`` (``ValueError`` naming the known ones otherwise)."""
+    try:
+        return PROMPTS[name]
+    except KeyError:
+        raise ValueError(f"unknown prompt {name!r}; known: {', '.join(sorted(PROMPTS))}") from None
+
+
+def prompt_messages(
+    name: str,
+    image_urls: str | Sequence[str],
+    context: ClinicalContext | None = None,
+    references: Sequence[Reference] = (),
+) -> list[dict[str, Any]]:
+    """The chat messages of the registered prompt ``name`` (the findings prompt takes no
+    references)."""
+    prompt_spec(name)
+    if name == "findings":
+        if references:
+            raise ValueError("the findings prompt takes no references")
+        return build_findings_messages(image_urls, context)
+    return build_messages(image_urls, context, references)

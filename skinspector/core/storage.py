@@ -25,6 +25,7 @@ __all__ = [
     "file_sha256",
     "fsync_dir",
     "immediate_transaction",
+    "make_private_dir",
     "write_atomic",
 ]
 
@@ -49,11 +50,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably."""
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically and durably; the file is created with
+    ``mode`` (owner-only by default) from its first byte, never widened later."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with tmp.open("wb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.chmod(tmp, mode)  # the umask may have narrowed it; never widen beyond ``mode``
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -67,8 +71,15 @@ def write_atomic(path: Path, data: bytes) -> None:
 def connect_sqlite(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
     """A connection for one owner object (which serialises its use with a lock).
 
-    The busy timeout applies from the first statement on, switching to WAL included.
+    The busy timeout applies from the first statement on, switching to WAL included. The
+    database file is created owner-only (0600) before SQLite opens it, and SQLite gives its
+    ``-wal`` and ``-shm`` files the database file's mode, so none is ever world-readable.
     """
+    _private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        sidecar = path.with_name(path.name + suffix)
+        if sidecar.exists():  # left by an older version with a wider mode
+            os.chmod(sidecar, 0o600)
     db = sqlite3.connect(
         path, timeout=busy_timeout_ms / 1000, check_same_thread=False, isolation_level=None
     )
@@ -82,6 +93,27 @@ def connect_sqlite(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Conn
         db.close()
         raise
     return db
+
+
+def make_private_dir(path: Path) -> None:
+    """``mkdir -p`` where every folder it creates (parents included) is 0700."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)  # the umask may have narrowed it; keep it exactly 0700
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if missing; narrow an existing one to 0600."""
+    if str(path) == ":memory:":
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
 
 
 @contextmanager

@@ -187,16 +187,20 @@ def test_oversized_envelope_declared_length_is_refused(
     assert hub.counts() == before
 
 
-def test_oversized_envelope_is_refused_while_streaming(hub: LiveHub, stored_case: object) -> None:
-    """A chunked body with no declared length: the hub answers 413 once the cap is passed,
-    while the client has sent only a little more than the cap of a much longer stream."""
+def test_oversized_envelope_is_refused_while_streaming(
+    hub: LiveHub, clinic: PartyKeys, stored_case: object
+) -> None:
+    """A chunked body with no declared length from an enrolled sender: the hub answers 413
+    once the cap is passed, while the client has sent only a little more than the cap of a
+    much longer stream."""
     before = hub.counts()
+    prefix = seal_case(case_document(), clinic, hub.identity())[:24]
     with socket.create_connection(("127.0.0.1", hub.port), timeout=20) as sock:
         sock.sendall(
             b"POST /api/v1/envelopes HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
-        chunk = b"SKSE" + b"\x00" * (16 * 1024 - 4)
+        chunk = prefix + b"\x00" * (16 * 1024 - 24)
         for _ in range(SMALL_CAP // len(chunk) + 2):  # cap + 16 KiB, and no final chunk
             sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
         received = b""

@@ -38,7 +38,7 @@ def test_hash_is_not_the_password_and_verifies() -> None:
 def test_scrypt_parameters_are_recorded_with_the_hash() -> None:
     stored = hash_password(PASSWORD)
     prefix, name, params, salt, key = stored.split("$")
-    assert (prefix, name, params) == ("", "scrypt", "n=16384,r=8,p=1")
+    assert (prefix, name, params) == ("", "scrypt", "n=16384,r=8,p=5")
     assert salt
     assert key
     assert not needs_rehash(stored)
@@ -90,7 +90,7 @@ def test_store_keeps_only_the_hash(tmp_path: Path) -> None:
     finally:
         db.close()
     assert PASSWORD not in stored
-    assert stored.startswith("$scrypt$n=16384,r=8,p=1$")
+    assert stored.startswith("$scrypt$n=16384,r=8,p=5$")
     assert verify_password(PASSWORD, stored)
     raw = _database_bytes(tmp_path)
     assert b"Dr Who" in raw
