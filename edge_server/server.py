@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import os
-import ssl
 import sys
 import time
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from edge_server.mdns.announcer import MdnsAnnouncer
 from edge_server.routes_ops import API_VERSION
 from edge_server.settings import EdgeSettings
 from skinspector import __version__
-from skinspector.core.http_api import tls_context, wait_for_stop_signal
+from skinspector.core.http_api import listen, tls_context, wait_for_stop_signal
 from skinspector.core.storage import write_atomic
 
 __all__ = [
@@ -90,24 +89,6 @@ def _remove_server_record(data_dir: Path) -> None:
 SHUTDOWN_REQUEST_GRACE_SECONDS = 1.0
 
 
-async def _listen(
-    app: web.Application, host: str, port: int, tls: ssl.SSLContext | None
-) -> tuple[web.AppRunner, int, str]:
-    """Like ``http_api.listen``, with a short grace for open requests at shutdown."""
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_REQUEST_GRACE_SECONDS
-    )
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, ssl_context=tls).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound = int(runner.addresses[0][1]) if runner.addresses else port
-    reach = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
-    return runner, bound, f"{'https' if tls else 'http'}://{reach}:{bound}"
-
-
 @dataclass
 class RunningServer:
     app: web.Application
@@ -136,7 +117,14 @@ async def start_server(
 ) -> RunningServer:
     app = create_app(settings, bundle, demo_builder, notify_environ)
     tls = tls_context(settings.server.tls_cert, settings.server.tls_key)
-    runner, port, url = await _listen(app, settings.server.host, settings.server.port, tls)
+    runner, port, url = await listen(
+        app,
+        settings.server.host,
+        settings.server.port,
+        tls,
+        settings.server.http,
+        shutdown_timeout=SHUTDOWN_REQUEST_GRACE_SECONDS,
+    )
     announcer = None
     if settings.server.mdns.enabled:
         served = app[keys.BUNDLE]

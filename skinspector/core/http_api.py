@@ -282,23 +282,30 @@ async def listen(
     port: int,
     tls: ssl.SSLContext | None,
     limits: HttpLimits | None = None,
+    *,
+    shutdown_timeout: float = 5,
 ) -> tuple[web.AppRunner, int, str]:
     """Start ``app`` on ``host:port`` (port 0: any free one) under ``limits`` (default
-    :class:`HttpLimits`). Returns the runner, the bound port and a URL to reach it
-    (127.0.0.1 when listening on every interface)."""
+    :class:`HttpLimits`); at shutdown open requests get ``shutdown_timeout`` seconds.
+    Returns the runner, the bound port and a URL to reach it (127.0.0.1 when listening on
+    every interface)."""
     limits = limits or HttpLimits()
     runner = web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
-        shutdown_timeout=5,
+        shutdown_timeout=shutdown_timeout,
         keepalive_timeout=limits.header_timeout,
         timeout_ceil_threshold=0.5,
     )
     await runner.setup()
-    await _CappedSite(runner, _Caps(limits), host, port, ssl_context=tls).start()
+    try:
+        await _CappedSite(runner, _Caps(limits), host, port, ssl_context=tls).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound = int(runner.addresses[0][1]) if runner.addresses else port
-    reach = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+    reach = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
     return runner, bound, f"{'https' if tls else 'http'}://{reach}:{bound}"
 
 
