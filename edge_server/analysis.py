@@ -21,20 +21,24 @@ from edge_server.safety.red_flags import RedFlagRule, apply_safety, evaluate_red
 from edge_server.settings import AnalysisSettings
 from kb_builder.retriever import Hit, HybridRetriever
 from skinspector.core.case_schema import ClinicalContext
-from skinspector.core.engine import VisionLanguageModel
+from skinspector.core.engine import Generation, ImageCache, VisionLanguageModel
 from skinspector.core.imaging import PreparedImage, prepare_image
 from skinspector.core.prompt import (
     DISCLAIMERS,
     PROMPT_VERSION,
     Reference,
-    build_findings_messages,
-    build_messages,
     cited_references,
     parse_assessment,
+    prompt_messages,
 )
 from skinspector.core.settings import ImageSettings, SamplingSettings
 
-__all__ = ["AnalysisOutcome", "Analyzer", "retrieval_query"]
+__all__ = ["ASSESSMENT_PROMPT", "FINDINGS_PROMPT", "AnalysisOutcome", "Analyzer", "retrieval_query"]
+
+#: The registered prompts (``skinspector.core.prompt.PROMPTS``) of the two passes: pass 1
+#: asks what SkinCAP captions are trained on, pass 2 the grounded assessment.
+FINDINGS_PROMPT = "findings"
+ASSESSMENT_PROMPT = "assessment"
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -89,18 +93,27 @@ class Analyzer:
         self._retrieval.shutdown(wait=True)
 
     async def _generate(
-        self, messages: list[dict[str, Any]], max_tokens: int, kind: str, emit: Emit
+        self,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        kind: str,
+        emit: Emit,
+        images: ImageCache,
     ) -> tuple[str, float, int]:
+        """One pass, streamed as token events. ``images`` carries the photos' embeddings
+        from pass 1 to pass 2, so the vision encoder runs once per photo and case."""
         sampling = self.sampling.model_copy(update={"max_tokens": max_tokens})
         started = time.perf_counter()
         pieces: list[str] = []
-        async for piece in self.vlm.astream(messages, sampling):
+        results: list[Generation] = []
+        async for piece in self.vlm.astream(messages, sampling, results.append, image_cache=images):
             pieces.append(piece)
             emit({"type": "token", "pass": kind, "text": piece})
         seconds = time.perf_counter() - started
+        tokens = results[0].completion_tokens if results else len(pieces)
         if self.metrics is not None:
-            self.metrics.observe_generation(kind, seconds, len(pieces))
-        return "".join(pieces), seconds, len(pieces)
+            self.metrics.observe_generation(kind, seconds, tokens)
+        return "".join(pieces), seconds, tokens
 
     async def _search(self, query: str) -> list[Hit]:
         if self.retriever is None or self.analysis.references == 0:
@@ -155,12 +168,14 @@ class Analyzer:
             return AnalysisOutcome(rejected=True, result=base)
 
         uris = [image.data_uri() for _, image in usable]
+        images = ImageCache(max_images=max(1, len(usable)))  # this case's photos only
         emit({"type": "phase", "phase": "findings"})
         findings, seconds, tokens = await self._generate(
-            build_findings_messages(uris, context),
+            prompt_messages(FINDINGS_PROMPT, uris, context),
             self.analysis.findings_max_tokens,
             "findings",
             emit,
+            images,
         )
         timings["findings_s"], audit["findings_tokens"] = seconds, tokens
         flags = evaluate_red_flags(self.rules, context, findings)
@@ -176,10 +191,11 @@ class Analyzer:
 
         emit({"type": "phase", "phase": "report"})
         report, seconds, tokens = await self._generate(
-            build_messages(uris, context, references),
+            prompt_messages(ASSESSMENT_PROMPT, uris, context, references),
             self.analysis.report_max_tokens,
             "report",
             emit,
+            images,
         )
         timings["report_s"], audit["report_tokens"] = seconds, tokens
         assessment = apply_safety(parse_assessment(report, context.language), flags)

@@ -4,32 +4,64 @@ All llama.cpp calls run on one dedicated worker thread owned by ``VisionLanguage
 llama.cpp contexts are not thread-safe, and the event loop of the edge server must never
 block on inference. Synchronous callers (CLI, evaluation) wait on the worker; asynchronous
 callers (the server) await it; streaming callers get tokens through a queue.
+
+Generation drives llama.cpp token by token (``skinspector.core._mtmd`` evaluates the
+prompt: text through ``Llama.eval``, photos through the projector) and turns token bytes
+into text with an incremental UTF-8 decoder, so the cost of one generated token does not
+depend on the prompt's length (llama-cpp-python's own streaming re-detokenizes the prompt
+for every piece). Photo embeddings can be kept in an ``ImageCache`` and reused: the two
+passes of one case run the vision encoder once per photo.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import functools
+import os
 import queue
+import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skinspector.core.case_schema import Assessment, ClinicalContext, Language
-from skinspector.core.errors import ModelError, ModelFileError, ModelMismatchError
+from skinspector.core.errors import InputError, ModelError, ModelFileError, ModelMismatchError
 from skinspector.core.gguf import check_gguf
 from skinspector.core.imaging import PreparedImage
 from skinspector.core.prompt import Reference, build_messages, parse_assessment
 from skinspector.core.settings import EngineSettings, SamplingSettings
 
-__all__ = ["Generation", "TokenStream", "VisionLanguageModel", "qwen_vl_handler_class"]
+__all__ = [
+    "Chunk",
+    "ContextLengthError",
+    "Generation",
+    "GenerationOptions",
+    "ImageCache",
+    "InvalidGrammarError",
+    "TokenLogprob",
+    "TokenStream",
+    "VisionLanguageModel",
+    "default_threads",
+    "qwen_vl_handler_class",
+]
 
 _END = object()
 GENERATION_PROMPT = "<|im_start|>assistant\n"
+#: llama.cpp's min_p defaults to 0.05; the report's sampling has no min-p cut-off.
+MIN_P = 0.0
+
+
+def default_threads() -> int:
+    """CPU threads this process may run on (its affinity mask, not the machine's cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @functools.cache
@@ -53,20 +85,101 @@ def qwen_vl_handler_class() -> Any:
     return QwenVLHandler
 
 
+class ContextLengthError(InputError):
+    """The prompt (text and image tokens) does not fit the context window."""
+
+    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
+        super().__init__(
+            f"this model's maximum context length is {n_ctx} tokens; the messages "
+            f"(text and images) take {prompt_tokens}, leaving no room for a completion"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+
+
+class InvalidGrammarError(InputError):
+    """A response format (JSON schema) that llama.cpp cannot turn into a grammar."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    """Per-request options beyond ``SamplingSettings`` (the OpenAI-compatible surface)."""
+
+    stop: tuple[str, ...] = ()
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    #: A GBNF grammar the output must follow (see ``json_grammar``).
+    grammar: str | None = None
+    #: None: no log-probabilities; N >= 0: each token's, with N top alternatives.
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    token_bytes: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed piece of text and the log-probabilities of the tokens behind it."""
+
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Generation:
     """One completed generation."""
 
     text: str
     finish_reason: str | None
-    #: Prompt positions as llama-cpp-python reports them: text tokens plus, per image, the
-    #: M-RoPE positions it spans (max(grid_w, grid_h)), not its (grid_w * grid_h) embeddings.
+    #: Tokens of the prompt: text tokens plus every image embedding (grid_w * grid_h).
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    #: Positions the prompt occupies in the KV cache: text tokens plus, per image, the
+    #: M-RoPE positions it spans (max(grid_w, grid_h)), not its (grid_w * grid_h) embeddings.
+    prompt_positions: int = 0
+    #: Seconds until the first token was sampled (prompt evaluation, image encoding).
+    prompt_seconds: float = 0.0
+    #: Seconds spent inside llama_decode for generated tokens.
+    decode_seconds: float = 0.0
+    #: Vision-encoder runs this generation needed (0 when every photo came from a cache).
+    images_encoded: int = 0
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
     def assessment(self, language: Language = Language.EN) -> Assessment:
         return parse_assessment(self.text, language)
+
+
+class ImageCache:
+    """Image embeddings by content hash, reused across generations (one case's two passes,
+    several choices of one request). Touched only on the engine's worker thread; dropping
+    it frees the embeddings."""
+
+    def __init__(self, max_images: int = 8) -> None:
+        self.max_images = max_images
+        self._entries: dict[str, Any] = {}
+        self.encoded = 0
+        self.reused = 0
+
+    def get(self, key: str) -> Any:
+        found = self._entries.get(key)
+        if found is not None:
+            self.reused += 1
+        return found
+
+    def put(self, key: str, embedding: Any) -> None:
+        self.encoded += 1
+        if len(self._entries) >= self.max_images:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = embedding
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class TokenStream:
@@ -92,12 +205,62 @@ class TokenStream:
                 if isinstance(item, Generation):
                     self.result = item
                     continue
-                yield str(item)
+                assert isinstance(item, Chunk)
+                yield item.text
         finally:
             self._cancel.set()
 
     def close(self) -> None:
         self._cancel.set()
+
+
+@dataclass
+class _StopFilter:
+    """Holds back text that could be the start of a stop string; finds the first stop."""
+
+    stops: tuple[str, ...]
+    pending: str = ""
+    longest: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.longest = max((len(s) for s in self.stops), default=0)
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Text safe to emit now, and whether a stop string ended the output."""
+        if not self.stops:
+            return text, False
+        self.pending += text
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending = self.pending[: min(hits)], ""
+            return out, True
+        keep = 0
+        tail = self.pending[-self.longest :]
+        for size in range(min(len(tail), self.longest - 1), 0, -1):
+            if any(s.startswith(tail[-size:]) for s in self.stops):
+                keep = size
+                break
+        cut = len(self.pending) - keep
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def json_grammar(schema: dict[str, Any] | None) -> str:
+    """A GBNF grammar for any JSON object (``schema`` None) or for a JSON schema."""
+    import json
+
+    from llama_cpp import llama_grammar
+
+    if schema is None:
+        return str(llama_grammar.JSON_GBNF)
+    try:
+        return str(llama_grammar.json_schema_to_gbnf(json.dumps(schema)))
+    except Exception as exc:  # the converter raises bare exceptions on unsupported schemas
+        raise InvalidGrammarError(f"this JSON schema cannot be enforced: {exc}") from exc
 
 
 class VisionLanguageModel:
@@ -115,6 +278,12 @@ class VisionLanguageModel:
         self.model_path = check_gguf(model_path, "language model")
         self.mmproj_path = check_gguf(mmproj_path, "vision projector")
         self._verbose = verbose
+        #: Generation and prompt (batch) threads: the settings' ``n_threads`` or every CPU
+        #: this process may use (llama-cpp-python's own default is half the cores).
+        self.n_threads = self.settings.n_threads or default_threads()
+        self.n_threads_batch = self.n_threads
+        #: Vision-encoder runs since load (read from any thread; written on the worker).
+        self.encoder_runs = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skinspector-vlm")
         self._closed = False
         try:
@@ -138,11 +307,10 @@ class VisionLanguageModel:
             "chat_handler": handler,
             "n_ctx": self.settings.n_ctx,
             "n_gpu_layers": self.settings.n_gpu_layers,
+            "n_threads": self.n_threads,
+            "n_threads_batch": self.n_threads_batch,
             "verbose": self._verbose,
         }
-        if self.settings.n_threads is not None:
-            kwargs["n_threads"] = self.settings.n_threads
-            kwargs["n_threads_batch"] = self.settings.n_threads
         try:
             llm = Llama(**kwargs)
         except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
@@ -157,58 +325,122 @@ class VisionLanguageModel:
                 f"the vision projector {self.mmproj_path.name} does not fit the language model "
                 f"{self.model_path.name}"
             ) from exc
+        from skinspector.core._mtmd import Decoder
+
+        # A seed=None request continues llama-cpp-python's seed chain, as before.
+        self._seed = int(getattr(llm, "_seed", 0xFFFFFFFF))
+        self._decoder = Decoder(llm)
         return llm
+
+    def _next_seed(self, seed: int | None) -> int:
+        if seed is None:
+            seed = random.Random(self._seed).randint(0, 2**32)  # noqa: S311 (sampling)
+        self._seed = seed
+        return seed
 
     def _run(
         self,
         messages: list[dict[str, Any]],
         sampling: SamplingSettings,
-        on_piece: Callable[[str], None] | None,
+        options: GenerationOptions,
+        on_piece: Callable[[Chunk], None] | None,
         cancel: threading.Event | None,
+        cache: ImageCache | None,
     ) -> Generation:
+        from skinspector.core._mtmd import PromptError
+
         started = time.perf_counter()
-        request: dict[str, Any] = {
-            "messages": messages,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "top_k": sampling.top_k,
-            "repeat_penalty": sampling.repeat_penalty,
-            "max_tokens": sampling.max_tokens,
-            "seed": sampling.seed,
-        }
-        text: list[str] = []
-        finish_reason: str | None = None
-        completion_tokens = 0
+        decoder = self._decoder
+        cache = cache if cache is not None else ImageCache()
+        encoded_before = cache.encoded
         try:
-            if on_piece is None:
-                response = self._llm.create_chat_completion(**request)
-                choice = response["choices"][0]
-                text.append(choice["message"]["content"] or "")
-                finish_reason = choice["finish_reason"]
-                completion_tokens = int(response["usage"]["completion_tokens"])
-                prompt_tokens = int(response["usage"]["prompt_tokens"])
-            else:
-                for chunk in self._llm.create_chat_completion(stream=True, **request):
-                    choice = chunk["choices"][0]
-                    piece = choice["delta"].get("content")
-                    if piece:
-                        text.append(piece)
-                        completion_tokens += 1
-                        on_piece(piece)
-                    finish_reason = choice.get("finish_reason") or finish_reason
-                    if cancel is not None and cancel.is_set():
-                        finish_reason = "cancelled"
-                        break
-                # Streaming responses carry no usage block; the KV state holds the count.
-                prompt_tokens = int(self._llm.n_tokens) - completion_tokens + 1
-        except ValueError as exc:  # prompt over n_ctx, image the projector cannot take
-            raise ModelError(f"llama.cpp could not run this request: {exc}") from exc
+            prompt = decoder.evaluate_prompt(messages, qwen_vl_handler_class().CHAT_FORMAT, cache)
+        except PromptError as exc:
+            raise InputError(str(exc)) from exc
+        if prompt.tokens >= decoder.n_ctx:  # each image embedding takes one KV cell
+            raise ContextLengthError(prompt.tokens, decoder.n_ctx)
+        images_encoded = cache.encoded - encoded_before
+        self.encoder_runs += images_encoded
+        max_tokens = min(sampling.max_tokens, decoder.n_ctx - prompt.tokens)
+        try:
+            sampler = decoder.sampler(
+                sampling, options, self._next_seed(sampling.seed), min_p=MIN_P
+            )
+        except PromptError as exc:  # a grammar llama.cpp cannot parse
+            raise InvalidGrammarError(str(exc)) from exc
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        stops = _StopFilter(options.stop)
+        want_logprobs = options.logprobs is not None
+        top_n = options.logprobs or 0
+        text: list[str] = []
+        pending_logprobs: list[TokenLogprob] = []
+        all_logprobs: list[TokenLogprob] = []
+        finish_reason = "length"
+        completion_tokens = 0
+        decode_seconds = 0.0
+        prompt_seconds = 0.0
+        position = prompt.positions
+        stopped_by_string = False
+
+        def emit(piece: str) -> None:
+            if not piece and not pending_logprobs:
+                return
+            chunk = Chunk(piece, tuple(pending_logprobs))
+            all_logprobs.extend(pending_logprobs)
+            pending_logprobs.clear()
+            if piece:
+                text.append(piece)
+            if on_piece is not None and (piece or chunk.logprobs):
+                on_piece(chunk)
+
+        try:
+            while completion_tokens < max_tokens:
+                token = decoder.sample(sampler)
+                if completion_tokens == 0:
+                    prompt_seconds = time.perf_counter() - started
+                if want_logprobs:
+                    pending_logprobs.append(decoder.logprob(token, top_n))
+                if decoder.is_end(token):
+                    if pending_logprobs and want_logprobs:
+                        pending_logprobs.pop()  # the end token is not part of the answer
+                    finish_reason = "stop"
+                    break
+                completion_tokens += 1
+                piece, stopped = stops.feed(utf8.decode(decoder.piece(token)))
+                emit(piece)
+                if stopped:
+                    finish_reason, stopped_by_string = "stop", True
+                    break
+                if cancel is not None and cancel.is_set():
+                    finish_reason = "cancelled"
+                    break
+                if completion_tokens >= max_tokens:
+                    break
+                tick = time.perf_counter()
+                decoder.decode_one(token, position)
+                decode_seconds += time.perf_counter() - tick
+                position += 1
+            if not stopped_by_string:
+                tail, stopped = stops.feed(utf8.decode(b"", final=True))
+                emit(tail + ("" if stopped else stops.flush()))
+                if stopped:
+                    finish_reason = "stop"
+            emit("")  # log-probabilities of tokens that added no text
+        except RuntimeError as exc:  # llama_decode failed (out of KV slots...)
+            raise ModelError(f"llama.cpp could not run this request: {type(exc).__name__}") from exc
+        finally:
+            decoder.free_sampler(sampler)
         return Generation(
             text="".join(text),
             finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=prompt.tokens,
             completion_tokens=completion_tokens,
             seconds=time.perf_counter() - started,
+            prompt_positions=prompt.positions,
+            prompt_seconds=prompt_seconds,
+            decode_seconds=decode_seconds,
+            images_encoded=images_encoded,
+            logprobs=tuple(all_logprobs) if want_logprobs else None,
         )
 
     # ---------------------------------------------------------------- caller side
@@ -217,13 +449,22 @@ class VisionLanguageModel:
         self,
         messages: list[dict[str, Any]],
         sampling: SamplingSettings | None,
-        on_piece: Callable[[str], None] | None = None,
+        on_piece: Callable[[Chunk], None] | None = None,
         cancel: threading.Event | None = None,
+        *,
+        options: GenerationOptions | None = None,
+        image_cache: ImageCache | None = None,
     ) -> Future[Generation]:
         if self._closed:
             raise ModelError("the model has been closed")
         return self._executor.submit(
-            self._run, messages, sampling or self.settings.sampling, on_piece, cancel
+            self._run,
+            messages,
+            sampling or self.settings.sampling,
+            options or GenerationOptions(),
+            on_piece,
+            cancel,
+            image_cache,
         )
 
     @staticmethod
@@ -268,47 +509,88 @@ class VisionLanguageModel:
         return TokenStream(pieces, cancel)
 
     def complete(
-        self, messages: list[dict[str, Any]], sampling: SamplingSettings | None = None
+        self,
+        messages: list[dict[str, Any]],
+        sampling: SamplingSettings | None = None,
+        *,
+        options: GenerationOptions | None = None,
+        image_cache: ImageCache | None = None,
     ) -> Generation:
         """Blocking generation from prepared chat messages (see ``build_messages``)."""
-        return self._submit(messages, sampling).result()
+        return self._submit(messages, sampling, options=options, image_cache=image_cache).result()
 
     async def agenerate(
         self,
         messages: list[dict[str, Any]],
         sampling: SamplingSettings | None = None,
+        *,
+        options: GenerationOptions | None = None,
+        image_cache: ImageCache | None = None,
     ) -> Generation:
         """Awaitable generation from prepared messages; the event loop stays free."""
-        return await asyncio.wrap_future(self._submit(messages, sampling))
+        return await asyncio.wrap_future(
+            self._submit(messages, sampling, options=options, image_cache=image_cache)
+        )
 
-    async def astream(
+    async def astream_chunks(
         self,
         messages: list[dict[str, Any]],
         sampling: SamplingSettings | None = None,
         on_result: Callable[[Generation], None] | None = None,
-    ) -> AsyncIterator[str]:
-        """Async iterator of text pieces; stopping early cancels generation. ``on_result``
+        *,
+        options: GenerationOptions | None = None,
+        image_cache: ImageCache | None = None,
+    ) -> AsyncGenerator[Chunk, None]:
+        """Async iterator of ``Chunk``s; stopping early cancels generation. ``on_result``
         receives the finished ``Generation`` (finish reason, token counts) at the end."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
 
-        def on_piece(piece: str) -> None:
+        def on_piece(piece: Chunk) -> None:
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-        future = asyncio.wrap_future(self._submit(messages, sampling, on_piece, cancel))
+        future = asyncio.wrap_future(
+            self._submit(
+                messages, sampling, on_piece, cancel, options=options, image_cache=image_cache
+            )
+        )
         future.add_done_callback(lambda _: pieces.put_nowait(_END))
         try:
             while True:
                 item = await pieces.get()
                 if item is _END:
                     break
-                yield str(item)
+                assert isinstance(item, Chunk)
+                yield item
             generation = await future  # re-raise a worker error
             if on_result is not None:
                 on_result(generation)
         finally:
             cancel.set()
+            if not future.done():
+                # Leave no "exception was never retrieved" behind when the caller stops.
+                future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def astream(
+        self,
+        messages: list[dict[str, Any]],
+        sampling: SamplingSettings | None = None,
+        on_result: Callable[[Generation], None] | None = None,
+        *,
+        options: GenerationOptions | None = None,
+        image_cache: ImageCache | None = None,
+    ) -> AsyncIterator[str]:
+        """Async iterator of text pieces (see ``astream_chunks``)."""
+        chunks = self.astream_chunks(
+            messages, sampling, on_result, options=options, image_cache=image_cache
+        )
+        try:
+            async for chunk in chunks:
+                if chunk.text:
+                    yield chunk.text
+        finally:
+            await chunks.aclose()
 
     def count_image_tokens(self, image: PreparedImage) -> int:
         """How many tokens llama.cpp's vision encoder produces for ``image``."""
@@ -323,7 +605,12 @@ class VisionLanguageModel:
         if self._closed:
             return
         self._closed = True
-        self._executor.submit(self._llm.close).result()
+
+        def release() -> None:
+            self._decoder.close()
+            self._llm.close()
+
+        self._executor.submit(release).result()
         self._executor.shutdown(wait=True)
 
     def __enter__(self) -> VisionLanguageModel:

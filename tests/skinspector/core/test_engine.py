@@ -51,7 +51,9 @@ def test_image_positions_reach_the_model(vlm, photo_a) -> None:  # type: ignore[
     assert (large.width, large.height) == (728, 532)
     gen_small = vlm.generate(small, sampling=SEEDED)
     gen_large = vlm.generate(large, sampling=SEEDED)
-    assert gen_large.prompt_tokens - gen_small.prompt_tokens == max(26, 19) - max(16, 16)
+    assert gen_large.prompt_positions - gen_small.prompt_positions == max(26, 19) - max(16, 16)
+    # Token counts (what usage reports) take every image embedding: grid_w * grid_h.
+    assert gen_large.prompt_tokens - gen_small.prompt_tokens == 26 * 19 - 16 * 16
 
 
 def test_image_token_count_matches_the_pixel_budget(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
@@ -103,6 +105,8 @@ def test_streaming_equals_blocking(vlm, photo_a) -> None:  # type: ignore[no-unt
     blocking = vlm.generate(photo_a, sampling=SEEDED)
     assert "".join(pieces) == stream.result.text == blocking.text
     assert stream.result.prompt_tokens == blocking.prompt_tokens
+    assert stream.result.completion_tokens == blocking.completion_tokens
+    assert stream.result.finish_reason == blocking.finish_reason
 
 
 def test_async_stream_cancel_then_reuse(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
@@ -162,3 +166,164 @@ def test_closed_model_refuses_work(tiny_model, photo_a, tmp_path: Path) -> None:
     engine.close()
     with pytest.raises(ModelError, match="closed"):
         engine.generate(photo_a)
+
+
+# ---------------------------------------------------------------- token-level generation
+
+
+def test_same_tokens_as_llama_cpp_python(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    """The token-by-token loop samples exactly what llama-cpp-python's own chat completion
+    samples for the same prompt, seed and settings (min_p 0, as the engine passes it)."""
+    messages = vlm.messages(photo_a)
+    for seed in (3, 11):
+        ours = vlm.complete(messages, SamplingSettings(seed=seed, max_tokens=20))
+        theirs = vlm._executor.submit(
+            lambda seed=seed: vlm._llm.create_chat_completion(
+                messages=messages,
+                temperature=0.7,
+                top_p=0.95,
+                top_k=25,
+                min_p=0.0,
+                repeat_penalty=1.0,
+                max_tokens=20,
+                seed=seed,
+            )
+        ).result()
+        assert ours.text == theirs["choices"][0]["message"]["content"]
+        assert ours.finish_reason == theirs["choices"][0]["finish_reason"]
+        assert ours.completion_tokens == theirs["usage"]["completion_tokens"]
+
+
+def test_image_cache_encodes_each_photo_once(vlm, photo_a, photo_b) -> None:  # type: ignore[no-untyped-def]
+    """Two different prompts (the two passes) over the same photos: one encoder run per
+    photo, and the same output as without the cache."""
+    from skinspector.core.engine import ImageCache
+    from skinspector.core.prompt import Reference, build_findings_messages, build_messages
+
+    uris = [photo_a.data_uri(), photo_b.data_uri()]
+    first = build_findings_messages(uris)
+    second = build_messages(uris, references=[Reference(title="Tinea", text="Ring-shaped.")])
+    cache = ImageCache()
+    before = vlm.encoder_runs
+    pass1 = vlm.complete(first, SEEDED, image_cache=cache)
+    assert (vlm.encoder_runs - before, pass1.images_encoded) == (2, 2)
+    pass2 = vlm.complete(second, SEEDED, image_cache=cache)
+    assert (vlm.encoder_runs - before, pass2.images_encoded) == (2, 0)
+    assert (cache.encoded, cache.reused) == (2, 2)
+    uncached = vlm.complete(second, SEEDED)
+    assert vlm.encoder_runs - before == 4  # without a cache every call encodes
+    assert uncached.text == pass2.text
+    assert uncached.prompt_tokens == pass2.prompt_tokens
+
+
+def test_stop_strings(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    from skinspector.core.engine import GenerationOptions
+
+    messages = vlm.messages(photo_a)
+    sampling = SamplingSettings(seed=21, max_tokens=24)
+    full = vlm.complete(messages, sampling).text
+    assert len(full) > 8
+    stop = full[4:7]
+    cut = full[: full.index(stop)]
+    stopped = vlm.complete(messages, sampling, options=GenerationOptions(stop=(stop, "\x00")))
+    assert stopped.text == cut
+    assert stopped.finish_reason == "stop"
+
+    async def streamed() -> str:
+        pieces = [
+            piece
+            async for piece in vlm.astream(
+                messages, sampling, options=GenerationOptions(stop=(stop,))
+            )
+        ]
+        return "".join(pieces)
+
+    assert asyncio.run(streamed()) == cut
+    # A stop string that never appears changes nothing.
+    unseen = vlm.complete(messages, sampling, options=GenerationOptions(stop=("\x00\x01",)))
+    assert (unseen.text, unseen.finish_reason) == (full, "length")
+
+
+def test_prompt_over_the_context_is_refused(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    from skinspector.core.engine import ContextLengthError
+    from skinspector.core.errors import InputError
+
+    long_notes = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "scaly patch " * 1500},
+    ]
+    with pytest.raises(ContextLengthError) as caught:
+        vlm.complete(long_notes, SEEDED)
+    assert isinstance(caught.value, InputError)
+    assert caught.value.prompt_tokens > caught.value.n_ctx == 2048
+    assert vlm.generate(photo_a, sampling=SEEDED).completion_tokens > 0  # still usable
+
+
+def test_logprobs_come_from_the_model(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    from skinspector.core.engine import GenerationOptions
+
+    greedy = SamplingSettings(seed=1, temperature=0.0, max_tokens=6)
+    result = vlm.complete(vlm.messages(photo_a), greedy, options=GenerationOptions(logprobs=3))
+    assert result.logprobs is not None
+    assert len(result.logprobs) == result.completion_tokens == 6
+    assert (
+        b"".join(entry.token_bytes for entry in result.logprobs).decode("utf-8", "ignore")
+        == result.text
+    )
+    for entry in result.logprobs:
+        assert entry.logprob <= 0.0
+        assert len(entry.top) == 3
+        values = [value for _, _, value in entry.top]
+        assert values == sorted(values, reverse=True)
+        # Greedy decoding picks the likeliest token.
+        assert entry.top[0][1] == entry.token_bytes
+        assert entry.top[0][2] == pytest.approx(entry.logprob)
+
+
+def test_json_schema_grammar(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from skinspector.core.engine import GenerationOptions, json_grammar
+
+    schema = {
+        "type": "object",
+        "properties": {"urgent": {"type": "boolean"}},
+        "required": ["urgent"],
+        "additionalProperties": False,
+    }
+    options = GenerationOptions(grammar=json_grammar(schema))
+    for seed in (1, 2):
+        result = vlm.complete(
+            vlm.messages(photo_a), SamplingSettings(seed=seed, max_tokens=64), options=options
+        )
+        assert result.finish_reason == "stop"
+        assert isinstance(json.loads(result.text)["urgent"], bool)
+
+
+def test_penalties_reach_the_sampler(vlm, photo_a) -> None:  # type: ignore[no-untyped-def]
+    from skinspector.core.engine import GenerationOptions
+
+    messages = vlm.messages(photo_a)
+    sampling = SamplingSettings(seed=4, temperature=0.0, max_tokens=24)
+    plain = vlm.complete(messages, sampling)
+    penalised = vlm.complete(messages, sampling, options=GenerationOptions(frequency_penalty=2.0))
+    present = vlm.complete(messages, sampling, options=GenerationOptions(presence_penalty=2.0))
+    # The random tiny model repeats tokens under greedy decoding; penalties break that.
+    assert penalised.text != plain.text
+    assert present.text != plain.text
+
+
+def test_threads_default_to_the_cpus_we_may_use(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    with VisionLanguageModel(
+        tiny_model.model, tiny_model.mmproj, EngineSettings(n_ctx=1024)
+    ) as engine:
+        cpus = len(os.sched_getaffinity(0))
+        assert (engine.n_threads, engine.n_threads_batch) == (cpus, cpus)
+        params = engine._llm.context_params
+        assert (params.n_threads, params.n_threads_batch) == (cpus, cpus)
+    with VisionLanguageModel(
+        tiny_model.model, tiny_model.mmproj, EngineSettings(n_ctx=1024, n_threads=1)
+    ) as engine:
+        assert engine._llm.context_params.n_threads == 1
