@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_server.bundle import effective_sampling
 from edge_server.http_errors import ApiError, json_body
-from edge_server.keys import ADMISSION, BUNDLE, METRICS, RUNTIME, SETTINGS
+from edge_server.keys import ADMISSION, BUNDLE, METRICS, RUNTIME, SETTINGS, STORE
 from skinspector.core.engine import (
     Chunk,
     ContextLengthError,
@@ -44,7 +44,8 @@ from skinspector.core.engine import (
     json_grammar,
 )
 from skinspector.core.errors import InputError
-from skinspector.core.imaging import prepare_image
+from skinspector.core.imaging import DecodePool
+from skinspector.core.prompt import neutralise_special_tokens
 from skinspector.core.settings import ImageSettings, SamplingSettings
 
 __all__ = ["OpenAIError", "routes"]
@@ -290,29 +291,35 @@ def _count_images(request: ChatRequest, max_images: int) -> None:
         )
 
 
-def _prepare_messages(request: ChatRequest, image: ImageSettings) -> list[dict[str, Any]]:
+async def _prepare_messages(
+    request: ChatRequest, image: ImageSettings, decoder: DecodePool
+) -> list[dict[str, Any]]:
+    """The request's messages for the chat template: text with special tokens neutralised
+    (a client's text can never become a control token), images decoded on the bounded
+    decode pool the photo intake uses."""
+    safe = neutralise_special_tokens
     messages: list[dict[str, Any]] = []
     for index, message in enumerate(request.messages):
         role = "system" if message.role == "developer" else message.role
         if message.content is None or isinstance(message.content, str):
-            messages.append({"role": role, "content": message.content or ""})
+            messages.append({"role": role, "content": safe(message.content or "")})
             continue
         if role != "user":  # the template takes plain text for these roles
             text = "".join(part.text or "" for part in message.content)
-            messages.append({"role": role, "content": text})
+            messages.append({"role": role, "content": safe(text)})
             continue
         parts: list[dict[str, Any]] = []
         for number, part in enumerate(message.content):
             param = f"messages.{index}.content.{number}"
             if part.type == "text":
-                parts.append({"type": "text", "text": part.text or ""})
+                parts.append({"type": "text", "text": safe(part.text or "")})
                 continue
             if part.image_url is None:
                 raise OpenAIError(
                     400, "invalid_value", "image_url part without image_url", param=param
                 )
             try:
-                prepared = prepare_image(_image_bytes(part.image_url.url, param), image)
+                prepared = await decoder.prepare(_image_bytes(part.image_url.url, param), image)
             except InputError as exc:
                 raise OpenAIError(400, "invalid_image", str(exc), param=param) from exc
             parts.append({"type": "image_url", "image_url": {"url": prepared.data_uri()}})
@@ -451,7 +458,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             headers={"Retry-After": str(settings.server.retry_after_seconds)},
         )
     try:
-        messages = await asyncio.to_thread(_prepare_messages, chat, settings.image)
+        messages = await _prepare_messages(chat, settings.image, app[STORE].decoder)
         model = app[RUNTIME].model
         if model is None:
             raise OpenAIError(
