@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -23,6 +25,8 @@ from kb_builder.manifest import HnswParams
 from kb_builder.retriever import RetrievalParams
 from skinspector.cli._common import ExistingFile, PathArg, get_settings, translate_errors
 from skinspector.core.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 STARTER_KB = starter_kb_dir()
 
@@ -172,6 +176,41 @@ def build(
         click.echo(report.summary())
 
 
+def _retrieval_options(func: F) -> F:
+    """--semantic-weight, --min-cosine, --max-per-entry and --no-glossary, shared by
+    ``kb query`` and ``kb eval`` (defaults: the retriever's)."""
+    for option in reversed(
+        [
+            click.option(
+                "--semantic-weight",
+                type=click.FloatRange(0, 1),
+                default=_DEFAULTS.semantic_weight,
+                show_default=True,
+                help="Weight of the semantic side in the fused score.",
+            ),
+            click.option(
+                "--min-cosine",
+                type=click.FloatRange(-1, 1),
+                default=_DEFAULTS.min_cosine,
+                show_default=True,
+                help="Cosine floor for dense-only candidates (lexical matches are never dropped).",
+            ),
+            click.option(
+                "--max-per-entry",
+                type=click.IntRange(1, 1000),
+                default=_DEFAULTS.max_per_entry,
+                show_default=True,
+                help="At most this many chunks of one knowledge-base entry.",
+            ),
+            click.option(
+                "--no-glossary", is_flag=True, help="Do not add the glossary translation."
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 @kb.command("query")
 @click.argument("index_dir", type=PathArg)
 @click.argument("text")
@@ -189,27 +228,7 @@ def build(
     show_default=True,
     help="Language of TEXT; auto detects it (and searches both when it cannot tell).",
 )
-@click.option(
-    "--semantic-weight",
-    type=click.FloatRange(0, 1),
-    default=_DEFAULTS.semantic_weight,
-    show_default=True,
-)
-@click.option(
-    "--min-cosine",
-    type=click.FloatRange(-1, 1),
-    default=_DEFAULTS.min_cosine,
-    show_default=True,
-    help="Cosine floor for dense-only candidates (lexical matches are never dropped).",
-)
-@click.option(
-    "--max-per-entry",
-    type=click.IntRange(1, 1000),
-    default=_DEFAULTS.max_per_entry,
-    show_default=True,
-    help="At most this many chunks of one knowledge-base entry.",
-)
-@click.option("--no-glossary", is_flag=True, help="Do not add the glossary translation.")
+@_retrieval_options
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @translate_errors
 def query(
@@ -264,28 +283,13 @@ def query(
     is_flag=True,
     help="Use the bundled unseen lay queries instead of the bundled set.",
 )
-@click.option(
-    "--semantic-weight",
-    type=click.FloatRange(0, 1),
-    default=_DEFAULTS.semantic_weight,
-    show_default=True,
-)
-@click.option(
-    "--min-cosine", type=click.FloatRange(-1, 1), default=_DEFAULTS.min_cosine, show_default=True
-)
+@_retrieval_options
 @click.option(
     "--candidates",
     type=click.IntRange(1, 1000),
     default=_DEFAULTS.candidates,
     show_default=True,
 )
-@click.option(
-    "--max-per-entry",
-    type=click.IntRange(1, 1000),
-    default=_DEFAULTS.max_per_entry,
-    show_default=True,
-)
-@click.option("--no-glossary", is_flag=True, help="Do not add the glossary translation.")
 @click.option("--json", "as_json", is_flag=True)
 @translate_errors
 def evaluate_cmd(
