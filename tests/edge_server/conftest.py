@@ -74,6 +74,9 @@ def server_settings(data_dir: Path, cache_dir: Path, **server: Any) -> EdgeSetti
         "data_dir": data_dir,
         "mdns": {"enabled": False},
         "analysis": {"findings_max_tokens": 12, "report_max_tokens": 24, "references": 3},
+        # The LAN name the browser tests open the app by (tests/clients), as a clinic that
+        # names its box would configure it; other names are refused (DNS rebinding).
+        "allowed_hosts": ["skinspector.box"],
     }
     base.update(server)
     return EdgeSettings(
