@@ -302,7 +302,9 @@ def test_openai_endpoint_errors(live_server: LiveServer) -> None:
                 ]
             },
         )
-        assert fake.status_code == 415
+        assert fake.status_code == 400  # OpenAI's status for an image it cannot read
+        assert fake.json()["error"]["code"] == "invalid_image"
+        assert fake.json()["error"]["param"] == "messages.0.content.0"
 
 
 def test_big_json_body_is_refused(live_server: LiveServer) -> None:

@@ -14,7 +14,12 @@ from training.vlm import collate, encode_example, load_processor, render_prompt
 pytestmark = pytest.mark.slow
 
 SMALL = {"min_pixels": 16 * 28 * 28, "max_pixels": 64 * 28 * 28}
-ANSWERS = ("Pink papule.", "A " + "long answer " * 12, "Scaly plaque on the shin.", "Dark macule.")
+ANSWERS = (
+    "Pink papule.",
+    "A " + "long answer " * 12,
+    "Scaly plaque on the shin.",
+    "A dark brown macule with an irregular border on the left forearm.",
+)
 
 
 def _grads(model) -> dict[str, object]:  # type: ignore[no-untyped-def]
