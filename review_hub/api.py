@@ -5,8 +5,8 @@
   (signed request, see :mod:`sync_agent.signing`);
 * ``GET /api/v1/identity``: the hub's public identity; ``GET /healthz``.
 
-Every error is ``{"error": {"code", "message"}}`` with the status listed in the README of
-the hub (and in :func:`envelope_error`).
+Every error is ``{"error": {"message", "type", "param", "code"}}`` with the status listed in
+the README of the hub (and in :func:`envelope_error`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The store and the hub's keys (``<data_dir>/hub-keys.json``, generated on first start) are
 opened in ``cleanup_ctx``; :mod:`review_hub.server` adds the sockets.
-Errors under ``/api``, ``/updates`` and ``/healthz`` are JSON (``{"error": {"code",
-"message"}}``), in the review UI they are HTML pages. ``/updates/`` serves the signed
+Errors under ``/api``, ``/updates`` and ``/healthz`` are JSON (``{"error": {"message",
+"type", "param", "code"}}``), in the review UI they are HTML pages. ``/updates/`` serves the signed
 update repository (:mod:`review_hub.updates_repo`).
 """
 

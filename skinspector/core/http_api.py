@@ -1,7 +1,8 @@
 """What the project's HTTP services (edge server, review hub) share: JSON error answers,
 TLS, listening, and waiting for a stop signal.
 
-Every API error is ``{"error": {"code", "message", ...}}`` with an HTTP status. Handlers
+Every API error is ``{"error": {"message", "type", "param", "code", ...}}`` (OpenAI's
+shape) with an HTTP status. Handlers
 raise ``ApiError``; each service's error middleware turns it (and aiohttp's own HTTP
 exceptions, via ``http_exception_json``) into the response.
 """
@@ -56,8 +57,16 @@ class ApiError(Exception):
         self.extra = extra
 
     def response(self) -> web.Response:
-        body = {"error": {"code": self.code, "message": self.message, **self.extra}}
+        body = {"error": error_object(self.status, self.code, self.message, **self.extra)}
         return web.json_response(body, status=self.status, headers=self.headers)
+
+
+def error_object(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The error object every API answers with; it has OpenAI's shape (``message``,
+    ``type``, ``param``, ``code``), so the stock OpenAI clients read every error of the
+    box's ``/v1`` routes, the ones raised outside them (401, 405, 413...) included."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {"message": message, "type": kind, "param": None, "code": code, **extra}
 
 
 def http_exception_json(exc: web.HTTPException, keep_headers: Collection[str]) -> web.Response:
@@ -65,7 +74,7 @@ def http_exception_json(exc: web.HTTPException, keep_headers: Collection[str]) -
     headers (lower-case) of the original answer."""
     code = exc.reason.lower().replace(" ", "_")
     return web.json_response(
-        {"error": {"code": code, "message": exc.reason}},
+        {"error": error_object(exc.status, code, exc.reason)},
         status=exc.status,
         headers={k: v for k, v in exc.headers.items() if k.lower() in keep_headers},
     )

@@ -353,3 +353,24 @@ def test_queue_slot_is_taken_before_images_are_decoded(live_server: LiveServer) 
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model=MODEL, messages=bogus, max_tokens=2)  # type: ignore[arg-type]
     _assert_openai_error(bad.value, 400, "invalid_image")
+
+
+def test_errors_outside_the_chat_route_have_openais_shape(live_server: LiveServer) -> None:
+    """401 (no token), 404 (no such route) and 405 from aiohttp are read by the stock
+    client as OpenAI errors too."""
+    import httpx
+    import openai
+
+    with (
+        openai.OpenAI(base_url=live_server.url + "/v1", api_key="not-a-paired-token") as client,
+        pytest.raises(openai.AuthenticationError) as caught,
+    ):
+        client.models.list()
+    assert caught.value.status_code == 401
+    for response in (
+        httpx.get(live_server.url + "/v1/chat/completions"),  # 405 (or 401 first)
+        httpx.get(live_server.url + "/v1/nowhere"),
+    ):
+        error = response.json()["error"]
+        assert set(error) >= {"message", "type", "param", "code"}, error
+        assert error["type"] == "invalid_request_error"
