@@ -19,6 +19,7 @@ from edge_server.settings import AnalysisSettings
 from skinspector.core.bundle_manifest import BundleManifest
 from skinspector.core.errors import ModelFileError, SkinspectorError
 from skinspector.core.gguf import check_gguf
+from skinspector.core.prompt import prompt_mismatches
 from skinspector.core.settings import SamplingSettings
 from updates.errors import SlotError
 from updates.slots import POINTER_NAME, SlotStore
@@ -89,6 +90,22 @@ class ActiveBundle:
         if self.index is not None and not self.index.is_dir():
             raise ModelFileError(f"{self.root}: the index folder {self.manifest.index} is missing")
         return self
+
+    def check_prompts(self, allow_mismatch: bool = False) -> None:
+        """Refuse (or, with ``allow_mismatch``, log) a model trained on another version of a
+        prompt this server sends: its answers would be to a prompt it never learned."""
+        mismatches = prompt_mismatches(self.manifest.prompts or {})
+        if not mismatches:
+            return
+        message = (
+            f"bundle {self.version} was trained on other prompt versions: {'; '.join(mismatches)}"
+        )
+        if not allow_mismatch:
+            raise ModelFileError(
+                message + "; install a bundle trained for this server (or set "
+                "server.allow_prompt_mismatch to load it anyway)"
+            )
+        log.warning("%s; loading anyway (server.allow_prompt_mismatch)", message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ log = logging.getLogger("skinspector.server")
 def _load_bundle(
     bundle: ActiveBundle, settings: EdgeSettings
 ) -> tuple[VisionLanguageModel, HybridRetriever | None]:
+    bundle.check_prompts(settings.server.allow_prompt_mismatch)
     vlm = VisionLanguageModel(bundle.model, bundle.mmproj, settings.engine)
     try:
         retriever = HybridRetriever(bundle.index) if bundle.index else None

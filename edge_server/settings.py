@@ -74,6 +74,11 @@ class ServerSettings(BaseModel):
     mdns: MdnsSettings = Field(default_factory=MdnsSettings)
     pairing: PairingSettings = Field(default_factory=PairingSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    allow_prompt_mismatch: bool = Field(
+        False,
+        description="Load a bundle whose model was trained on another version of a prompt "
+        "this server sends (warn instead of refusing).",
+    )
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     updates: UpdateSettings = Field(default_factory=UpdateSettings)

@@ -51,25 +51,30 @@ def _check_inputs(model: Path, mmproj: Path, index: Path, card: Path, version: s
             raise BundleInputError(str(exc)) from exc
     if model.name == mmproj.name:
         raise BundleInputError("the model and the projector have the same file name")
-    _check_export(model, mmproj)
     if not card.is_file():
         raise BundleInputError(f"model card not found: {card}")
     if not index.is_dir():
         raise BundleInputError(f"index directory not found: {index}")
 
 
-def _check_export(model: Path, mmproj: Path) -> None:
+def _check_export(model: Path, mmproj: Path) -> dict[str, str] | None:
     """Files taken from a training export folder must still match its ``export.json``
     (size and SHA-256 of every file it lists): a truncated copy or a swapped projector
-    must not be signed and shipped."""
+    must not be signed and shipped. Returns the prompts (name -> version) the export says
+    the model was trained on, for the bundle manifest."""
+    prompts: dict[str, str] | None = None
     for path in (model, mmproj):
         folder = find_export_manifest(path)
         if folder is None:
             continue
         try:
-            read_export_manifest(folder)
+            export = read_export_manifest(folder)
         except ModelFileError as exc:
             raise BundleInputError(f"the export {folder} does not verify: {exc}") from exc
+        trained = export.provenance.get("prompts")
+        if isinstance(trained, dict):
+            prompts = {str(k): str(v) for k, v in trained.items()}
+    return prompts
 
 
 def _copy_index(index: Path, dest: Path, embedder: Path | None) -> str:
@@ -125,6 +130,7 @@ def build_bundle(
     Nothing is left at ``out`` unless the whole bundle was built.
     """
     _check_inputs(model, mmproj, index, card, version)
+    prompts = _check_export(model, mmproj)
     min_server = min_server_version or __version__
     if parse_version(min_server) is None:
         raise BundleInputError(f"--min-server-version must be X.Y.Z, got {min_server!r}")
@@ -153,6 +159,7 @@ def build_bundle(
             sampling=sampling or SamplingSettings(),
             min_server_version=min_server,
             card=model_card,
+            prompts=prompts,
             files=files,
         )
         manifest.write(staging)

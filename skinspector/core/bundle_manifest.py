@@ -117,6 +117,11 @@ class BundleManifest(BaseModel):
         None, description="Sampling defaults the model was evaluated with."
     )
     limits: PassLimits | None = Field(None, description="Pass length defaults.")
+    prompts: dict[str, str] | None = Field(
+        None,
+        description="Prompt name -> version the model was trained on (from the training "
+        "export); the server refuses a model trained on another version of a prompt it sends.",
+    )
     min_server_version: str | None = Field(
         None, description="Oldest server (X.Y.Z) that can run this bundle."
     )

@@ -8,7 +8,7 @@ and ``parse_assessment`` reads back the output structure the system prompt asks 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "neutralise_special_tokens",
     "parse_assessment",
     "prompt_messages",
+    "prompt_mismatches",
     "prompt_spec",
     "render_user_text",
 ]
@@ -334,6 +335,16 @@ PROMPTS: dict[str, PromptSpec] = {
         "pass 2: the five-section assessment grounded in retrieved references",
     ),
 }
+
+
+def prompt_mismatches(trained: Mapping[str, str]) -> list[str]:
+    """Each registered prompt the model was trained on at another version than the one
+    sent now, described (an empty list when they all agree)."""
+    return [
+        f"{name} (trained on {version}, sent now {PROMPTS[name].version})"
+        for name, version in sorted(trained.items())
+        if name in PROMPTS and PROMPTS[name].version != version
+    ]
 
 
 def prompt_spec(name: str) -> PromptSpec:
