@@ -207,6 +207,7 @@ class _Caps:
         self.limits = limits
         self.total = 0
         self.per_client: dict[str, int] = {}
+        self.transports: set[asyncio.BaseTransport] = set()
 
     def admit(self, client: str) -> bool:
         if self.total >= self.limits.max_connections:
@@ -216,6 +217,14 @@ class _Caps:
         self.total += 1
         self.per_client[client] = self.per_client.get(client, 0) + 1
         return True
+
+    def abort_all(self) -> None:
+        """Close every connection still open once the server has shut down (one that
+        arrived while it was stopping is otherwise never closed)."""
+        for transport in list(self.transports):
+            if not transport.is_closing():
+                transport.abort()  # type: ignore[attr-defined]
+        self.transports.clear()
 
     def leave(self, client: str) -> None:
         self.total -= 1
@@ -233,6 +242,7 @@ class _Capped(asyncio.Protocol):
     def __init__(self, inner: asyncio.Protocol, caps: _Caps) -> None:
         self._inner, self._caps = inner, caps
         self._client: str | None = None
+        self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -241,11 +251,14 @@ class _Capped(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         self._client = client
+        self._transport = transport
+        self._caps.transports.add(transport)
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._client is None:
             return
+        self._caps.transports.discard(self._transport)
         self._caps.leave(self._client)
         self._client = None
         self._inner.connection_lost(exc)
@@ -262,6 +275,21 @@ class _Capped(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._inner.resume_writing()
+
+
+class _CappedRunner(web.AppRunner):
+    """An AppRunner that, once aiohttp's graceful shutdown is over, closes any connection
+    the caps still hold."""
+
+    def __init__(self, app: web.Application, caps: _Caps, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.caps = caps
+
+    async def cleanup(self) -> None:
+        try:
+            await super().cleanup()
+        finally:
+            self.caps.abort_all()
 
 
 class _CappedSite(web.TCPSite):
@@ -299,8 +327,10 @@ async def listen(
     Returns the runner, the bound port and a URL to reach it (127.0.0.1 when listening on
     every interface)."""
     limits = limits or HttpLimits()
-    runner = web.AppRunner(
+    caps = _Caps(limits)
+    runner = _CappedRunner(
         app,
+        caps,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=shutdown_timeout,
@@ -309,7 +339,7 @@ async def listen(
     )
     await runner.setup()
     try:
-        await _CappedSite(runner, _Caps(limits), host, port, ssl_context=tls).start()
+        await _CappedSite(runner, caps, host, port, ssl_context=tls).start()
     except BaseException:
         await runner.cleanup()
         raise
